@@ -1,0 +1,48 @@
+"""Exceptions of Flask-V2Rollout."""
+from __future__ import annotations
+
+
+class Fallback(Exception):
+    """Raised inside v2 to serve v1 instead; ``reason`` is recorded with the outcome."""
+
+    def __init__(self, reason: str = "fallback") -> None:
+        super().__init__(reason)
+        self.reason = str(reason)
+
+
+class RolloutError(Exception):
+    """Base class of the errors an operator or host can cause."""
+
+
+class UnknownRollout(RolloutError, KeyError):
+    """No rollout of that name is registered."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.known = known
+
+    def __str__(self) -> str:
+        known = ", ".join(sorted(self.known)) or "none registered"
+        return f"unknown rollout {self.name!r} (known: {known})"
+
+
+class FlagError(RolloutError, ValueError):
+    """A flag name or value is invalid; nothing was changed."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ConflictError(RolloutError):
+    """Another writer changed the rollout's flags first; nothing was changed."""
+
+    def __init__(self, rollout: str, expected: int | None, actual: int | None) -> None:
+        super().__init__(
+            f"flags of rollout {rollout!r} were changed concurrently "
+            f"(expected version {expected}, found {actual}); read them again and retry"
+        )
+        self.rollout = rollout
+        self.expected = expected
+        self.actual = actual

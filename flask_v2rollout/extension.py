@@ -1,0 +1,377 @@
+"""The V2Rollout extension: registration, per-app state, assignment, calculate()."""
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from flask import Flask, current_app, g, has_request_context
+from sqlalchemy import Engine, create_engine, event
+
+from . import signals
+from .bucketing import assign
+from .compare import Extractor, as_extractor, number_of
+from .config import DEFAULTS
+from .dispatch import Calculator, Outcome, run
+from .errors import FlagError, UnknownRollout
+from .flags import FLAG_NAMES, PERCENTAGE, RUNBOOK_DEFAULTS, FlagChange, FlagSnapshot, FlagStore, validate_flags
+from .identity import UserLoader, resolve_user_id
+from .jsonlog import JsonlLog
+
+log = logging.getLogger("flask_v2rollout")
+
+_G_KEY = "_v2rollout_assignments"
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A registered migration of one calculation."""
+
+    name: str
+    v1: Calculator
+    v2: Calculator
+    compare: Callable[[Any, Any], str] | None = None
+    salt: str = ""
+    subject: Callable[..., Any] | None = None
+    extract: Extractor | None = None
+    metadata: Callable[[Any], Mapping[str, Any]] | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    version: str
+    user_id: str | None
+    flags: FlagSnapshot
+
+
+class _State:
+    """Everything V2Rollout keeps for one app (``app.extensions["v2rollout"]``)."""
+
+    def __init__(self, ext: "V2Rollout", app: Flask, db: Any) -> None:
+        self.ext = ext
+        self.app = app
+        self.db = db
+        self._engine: Engine | None = None
+        cfg = app.config
+        self.store = FlagStore(
+            self.engine,
+            ttl=float(cfg["V2ROLLOUT_FLAG_TTL_S"]),
+            defaults=self.defaults_for,
+            create_tables=bool(cfg["V2ROLLOUT_CREATE_TABLES"]),
+            error_log_interval=float(cfg["V2ROLLOUT_STORE_ERROR_LOG_INTERVAL_S"]),
+        )
+        self.app_defaults = _check_defaults(cfg["V2ROLLOUT_DEFAULTS"])
+        self.use_login = bool(cfg["V2ROLLOUT_USE_FLASK_LOGIN"])
+        self.session_key = str(cfg["V2ROLLOUT_SESSION_KEY"])
+        log_file = cfg["V2ROLLOUT_LOG_FILE"]
+        self.jsonlog = (
+            JsonlLog(
+                os.path.join(app.instance_path, log_file),
+                max_bytes=int(cfg["V2ROLLOUT_LOG_MAX_BYTES"]),
+                backups=int(cfg["V2ROLLOUT_LOG_BACKUPS"]),
+                slow_ms=float(cfg["V2ROLLOUT_SLOW_CALL_MS"]),
+            )
+            if log_file
+            else None
+        )
+
+    def defaults_for(self, name: str) -> dict[str, Any]:
+        rollout = self.ext._rollouts.get(name)
+        return {**RUNBOOK_DEFAULTS, **self.app_defaults, **(rollout.defaults if rollout else {})}
+
+    def engine(self) -> Engine:
+        """The SQL engine: the host's ``db`` unless a URI is configured, else our own."""
+        if self._engine is None:
+            uri = self.app.config["V2ROLLOUT_DATABASE_URI"]
+            if uri is None and self.db is not None:
+                with self.app.app_context():
+                    self._engine = self.db.engine
+            else:
+                if uri is None:
+                    os.makedirs(self.app.instance_path, exist_ok=True)
+                    uri = "sqlite:///" + os.path.join(self.app.instance_path, "v2rollout.db")
+                self._engine = _own_engine(uri)
+            _dispose_after_fork(self._engine)
+        return self._engine
+
+
+def _check_defaults(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise RuntimeError("V2ROLLOUT_DEFAULTS must be a mapping of flag name to value")
+    try:
+        return validate_flags(value) if value else {}
+    except FlagError as exc:
+        raise RuntimeError(f"V2ROLLOUT_DEFAULTS: {exc}") from None
+
+
+def _own_engine(uri: str) -> Engine:
+    if uri.startswith("sqlite"):
+        engine = create_engine(uri, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(uri, pool_pre_ping=True)
+
+
+def _dispose_after_fork(engine: Engine) -> None:
+    """A forked worker must not reuse its parent's pooled connections."""
+    ref = weakref.ref(engine)
+
+    def _after_fork() -> None:
+        eng = ref()
+        if eng is not None:
+            eng.dispose(close=False)
+
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+class V2Rollout:
+    """Roll a calculation from v1 to v2 per user, with flags kept in SQL.
+
+    Rollouts registered on this object are served by every app it is
+    initialised on; each app keeps its own flags store, engine and log.
+    """
+
+    def __init__(self, app: Flask | None = None, *, db: Any = None) -> None:
+        self._rollouts: dict[str, Rollout] = {}
+        self._user_loader: UserLoader | None = None
+        self._states: "weakref.WeakSet[Flask]" = weakref.WeakSet()
+        if app is not None:
+            self.init_app(app, db=db)
+
+    # -- setup ----------------------------------------------------------------
+    def init_app(self, app: Flask, *, db: Any = None) -> None:
+        """Register on ``app``: config defaults, per-app state, the assignment hook."""
+        if "v2rollout" in app.extensions:
+            raise RuntimeError("V2Rollout is already initialised on this app.")
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        state = _State(self, app, db)
+        app.extensions["v2rollout"] = state
+        for name in self._rollouts:
+            state.store.add_rollout(name)
+        app.before_request(self._assign_request)
+        self._states.add(app)
+
+    def register(
+        self,
+        name: str,
+        *,
+        v1: Calculator,
+        v2: Calculator,
+        compare: Callable[[Any, Any], str] | None = None,
+        salt: str = "",
+        subject: Callable[..., Any] | None = None,
+        extract: str | Extractor | None = None,
+        metadata: Callable[[Any], Mapping[str, Any]] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> Rollout:
+        """Register a rollout.
+
+        ``subject`` gets the calculator's arguments and returns the label
+        logged with each call (e.g. the player); ``extract`` (a key path like
+        ``"edges.0.edge"`` or a callable) finds the compared number in a value;
+        ``metadata`` maps a value to the log record's metadata; ``defaults``
+        are this rollout's initial flags.
+        """
+        if not isinstance(name, str) or not name or len(name) > 100:
+            raise ValueError("rollout name must be a non-empty string of at most 100 characters")
+        if name in self._rollouts:
+            raise ValueError(f"rollout {name!r} is already registered")
+        if not callable(v1) or not callable(v2):
+            raise TypeError("v1 and v2 must be callables")
+        try:
+            checked = validate_flags(defaults) if defaults else {}
+        except FlagError as exc:
+            raise ValueError(f"defaults of rollout {name!r}: {exc}") from None
+        rollout = Rollout(
+            name, v1, v2, compare, str(salt), subject, as_extractor(extract), metadata, checked
+        )
+        self._rollouts[name] = rollout
+        for app in list(self._states):
+            app.extensions["v2rollout"].store.add_rollout(name)
+        return rollout
+
+    def user_loader(self, func: UserLoader) -> UserLoader:
+        """Decorator: ``func()`` returns the current user's id (or ``None`` for anonymous)."""
+        self._user_loader = func
+        return func
+
+    # -- lookups ----------------------------------------------------------------
+    @property
+    def rollouts(self) -> Mapping[str, Rollout]:
+        return dict(self._rollouts)
+
+    def _state(self) -> _State:
+        try:
+            return current_app.extensions["v2rollout"]
+        except RuntimeError:
+            raise RuntimeError(
+                "Working outside of an application context: V2Rollout needs the app. "
+                "Use `with app.app_context():`."
+            ) from None
+        except KeyError:
+            raise RuntimeError(
+                "V2Rollout is not initialised on the current app. Call rollout.init_app(app)."
+            ) from None
+
+    def _rollout(self, name: str) -> Rollout:
+        try:
+            return self._rollouts[name]
+        except KeyError:
+            raise UnknownRollout(name, list(self._rollouts)) from None
+
+    # -- request path -------------------------------------------------------------
+    def _assign_request(self) -> None:
+        state = self._state()
+        try:
+            uid = resolve_user_id(self._user_loader, use_login=state.use_login, session_key=state.session_key)
+        except Exception:
+            log.exception("v2rollout: user loader failed; serving v1 to this request")
+            uid = None
+        assignments = {}
+        for rollout in self._rollouts.values():
+            assignments[rollout.name] = self._assignment(state, rollout, uid)
+        setattr(g, _G_KEY, assignments)
+
+    def _assignment(self, state: _State, rollout: Rollout, uid: str | None) -> Assignment:
+        snap = state.store.get(rollout.name)
+        version = assign(uid, snap.percentage, rollout.salt) if uid is not None else "v1"
+        if signals.version_assigned.receivers:
+            signals.version_assigned.send(
+                state.app, rollout=rollout.name, user_id=uid, version=version, percentage=snap.percentage
+            )
+        return Assignment(version, uid, snap)
+
+    def _current_assignment(self, state: _State, rollout: Rollout) -> Assignment:
+        assignments = g.get(_G_KEY)
+        if assignments is None or rollout.name not in assignments:
+            self._assign_request()
+            assignments = g.get(_G_KEY)
+        return assignments[rollout.name]
+
+    def current_version(self, name: str) -> str:
+        """``"v1"`` or ``"v2"``: the version assigned to this request's user."""
+        rollout = self._rollout(name)
+        if not has_request_context():
+            raise RuntimeError("current_version() needs a request; outside one use calculate(..., user_id=…)")
+        return self._current_assignment(self._state(), rollout).version
+
+    def calculate(self, name: str, *args: Any, user_id: Any = None, **kwargs: Any) -> Outcome:
+        """Run the rollout for the current user (or ``user_id``) and return the Outcome.
+
+        ``user_id`` is reserved for this purpose and never passed to the calculators.
+        """
+        state = self._state()
+        rollout = self._rollout(name)
+        if user_id is not None:
+            assignment = self._assignment(state, rollout, str(user_id))
+        elif has_request_context():
+            assignment = self._current_assignment(state, rollout)
+        else:
+            raise RuntimeError("calculate() outside a request needs user_id=…")
+        flags = assignment.flags
+        outcome = run(
+            name, rollout.v1, rollout.v2, assignment.version, flags.fallback, args, kwargs, assignment.user_id
+        )
+        self._record(state, rollout, flags, outcome, args, kwargs)
+        return outcome
+
+    def _record(
+        self, state: _State, rollout: Rollout, flags: FlagSnapshot, outcome: Outcome,
+        args: tuple[Any, ...], kwargs: Mapping[str, Any],
+    ) -> None:
+        if flags.monitoring and state.jsonlog is not None:
+            subject = rollout.subject(*args, **kwargs) if rollout.subject else None
+            meta = dict(rollout.metadata(outcome.value)) if rollout.metadata else None
+            state.jsonlog.calculation(
+                outcome, subject=None if subject is None else str(subject),
+                number=number_of(rollout.extract, outcome.value), metadata=meta,
+            )
+        if outcome.fallback_reason is not None and signals.fallback_used.receivers:
+            signals.fallback_used.send(state.app, rollout=rollout.name, reason=outcome.fallback_reason, outcome=outcome)
+        if signals.calculation_completed.receivers:
+            signals.calculation_completed.send(state.app, rollout=rollout.name, outcome=outcome)
+
+    def track_conversion(self, name: str) -> None:
+        """Record a business conversion for the current request's user."""
+        rollout = self._rollout(name)
+        state = self._state()
+        assignment = self._current_assignment(state, rollout)
+        if signals.conversion_tracked.receivers:
+            signals.conversion_tracked.send(
+                state.app, rollout=name, user_id=assignment.user_id, version=assignment.version
+            )
+
+    # -- flags --------------------------------------------------------------------
+    def flags(self, name: str, *, fresh: bool = False) -> dict[str, Any]:
+        """The rollout's four flags (from the process cache unless ``fresh``)."""
+        self._rollout(name)
+        store = self._state().store
+        return dict((store.read_fresh(name) if fresh else store.get(name)).values)
+
+    def flag_version(self, name: str) -> int:
+        """The row version of the rollout's flags, for ``expected_version``."""
+        self._rollout(name)
+        version = self._state().store.read_fresh(name).version
+        assert version is not None
+        return version
+
+    def set_flag(
+        self, name: str, flag: str, value: Any, *, actor: str, reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> list[FlagChange]:
+        """Change one flag (validated, audited); see :meth:`set_flags`."""
+        return self.set_flags(name, {flag: value}, actor=actor, reason=reason, expected_version=expected_version)
+
+    def set_flags(
+        self, name: str, changes: Mapping[str, Any], *, actor: str, reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> list[FlagChange]:
+        """Change several flags atomically; every change is audited and signalled.
+
+        Raises ``UnknownRollout``, ``FlagError`` or ``ConflictError``; nothing is
+        changed when any of them is raised.
+        """
+        self._rollout(name)
+        state = self._state()
+        made = state.store.set(name, changes, actor=actor, reason=reason, expected_version=expected_version)
+        for change in made:
+            signals.flag_changed.send(
+                state.app, rollout=name, flag=change.flag, old=change.old, new=change.new,
+                actor=change.actor, reason=change.reason,
+            )
+        return made
+
+    def rollback(self, name: str, target: float = 0, *, actor: str, reason: str | None = None) -> list[FlagChange]:
+        """Lower the rollout percentage to ``target`` (emergency: 0), audited."""
+        current = self.flags(name, fresh=True)[PERCENTAGE]
+        checked = validate_flags({PERCENTAGE: target})[PERCENTAGE]
+        if checked > current:
+            raise FlagError(
+                f"rollback target {checked:g} is above the current percentage {current:g}", field="target"
+            )
+        return self.set_flag(name, PERCENTAGE, checked, actor=actor, reason=reason)
+
+    def health(self) -> dict[str, Any]:
+        """State of this process's flag store: healthy, failures so far, the last error."""
+        store = self._state().store
+        return {"flag_store": {"healthy": store.healthy, "failures": store.failures, "last_error": store.last_error}}
+
+    def audit(self, name: str | None = None, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Audited flag changes, newest first (of one rollout, or all)."""
+        if name is not None:
+            self._rollout(name)
+        return self._state().store.audit(name, limit=limit, offset=offset)
+
+
+__all__ = ["V2Rollout", "Rollout", "Assignment", "FLAG_NAMES"]

@@ -1,0 +1,402 @@
+"""FlagStore: the four runbook flags per rollout, typed, cached, audited.
+
+Reads come from a per-process cache refreshed from SQL at most once per TTL, so
+a change made by any process reaches every worker within the TTL. When SQL
+fails the store keeps serving the last-known flags (or safe defaults: v1,
+shadow off), counts the failure and logs it once per interval; it never raises
+on the read path. Writes are optimistic: ``UPDATE … WHERE version = :seen``,
+and every changed flag gets an audit row in the same transaction.
+"""
+from __future__ import annotations
+
+import decimal
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timezone
+from typing import Any, Callable, Mapping
+
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from .errors import ConflictError, FlagError
+from .models import audit_table, flags_table, metadata, utcnow
+
+log = logging.getLogger("flask_v2rollout.flags")
+
+PERCENTAGE = "v2_rollout_percentage"
+SHADOW = "v2_shadow_mode_enabled"
+MONITORING = "v2_monitoring_enabled"
+FALLBACK = "v2_fallback_enabled"
+FLAG_NAMES = (PERCENTAGE, SHADOW, MONITORING, FALLBACK)
+
+#: Initial values before ``V2ROLLOUT_DEFAULTS`` and per-rollout defaults are applied.
+RUNBOOK_DEFAULTS: dict[str, Any] = {
+    PERCENTAGE: 0.0,
+    SHADOW: False,
+    MONITORING: True,
+    FALLBACK: True,
+}
+
+#: Served when SQL has never answered: everyone on v1, no shadow work.
+SAFE_FLAGS: dict[str, Any] = dict(RUNBOOK_DEFAULTS)
+
+
+def validate_flag(flag: str, value: Any) -> Any:
+    """Return ``value`` in its canonical type, or raise :class:`FlagError` saying why."""
+    if flag not in FLAG_NAMES:
+        raise FlagError(
+            f"unknown flag {flag!r}; valid flags: {', '.join(FLAG_NAMES)}", field="flag"
+        )
+    if flag == PERCENTAGE:
+        return _validate_percentage(value)
+    if not isinstance(value, bool):
+        raise FlagError(
+            f"{flag} must be a boolean (true or false), got {value!r}", field=flag
+        )
+    return value
+
+
+def _validate_percentage(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, decimal.Decimal)):
+        raise FlagError(
+            f"{PERCENTAGE} must be a number from 0 to 100, got {value!r}", field=PERCENTAGE
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FlagError(f"{PERCENTAGE} must be a finite number, got {value!r}", field=PERCENTAGE)
+    exact = decimal.Decimal(str(value)) if not isinstance(value, decimal.Decimal) else value
+    if not exact.is_finite():
+        raise FlagError(f"{PERCENTAGE} must be a finite number, got {value!r}", field=PERCENTAGE)
+    if exact < 0 or exact > 100:
+        raise FlagError(f"{PERCENTAGE} must be between 0 and 100, got {value!r}", field=PERCENTAGE)
+    if exact != exact.quantize(decimal.Decimal("0.01"), rounding=decimal.ROUND_DOWN):
+        raise FlagError(
+            f"{PERCENTAGE} allows at most 2 decimals, got {value!r}", field=PERCENTAGE
+        )
+    return float(exact)
+
+
+def parse_flag_text(flag: str, text: str) -> Any:
+    """Parse a flag value typed by an operator (CLI): ``true``/``false`` or a number."""
+    if flag not in FLAG_NAMES:
+        return validate_flag(flag, text)
+    raw = text.strip()
+    if flag == PERCENTAGE:
+        try:
+            number = decimal.Decimal(raw)
+        except decimal.InvalidOperation:
+            raise FlagError(
+                f"{PERCENTAGE} must be a number from 0 to 100, got {text!r}", field=PERCENTAGE
+            ) from None
+        return validate_flag(flag, number)
+    lowered = raw.lower()
+    if lowered not in ("true", "false"):
+        raise FlagError(f"{flag} must be true or false, got {text!r}", field=flag)
+    return lowered == "true"
+
+
+def validate_flags(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate every entry of ``changes``; all or nothing."""
+    if not isinstance(changes, Mapping) or not changes:
+        raise FlagError("give at least one flag to change", field="flags")
+    return {str(k): validate_flag(k, v) for k, v in changes.items()}
+
+
+@dataclass(frozen=True)
+class FlagSnapshot:
+    """Flags of one rollout as read at one moment, with their row version."""
+
+    values: Mapping[str, Any]
+    version: int | None
+    stale: bool = False
+
+    @property
+    def percentage(self) -> float:
+        return self.values[PERCENTAGE]
+
+    @property
+    def shadow(self) -> bool:
+        return self.values[SHADOW]
+
+    @property
+    def monitoring(self) -> bool:
+        return self.values[MONITORING]
+
+    @property
+    def fallback(self) -> bool:
+        return self.values[FALLBACK]
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    rollout: str
+    flag: str
+    old: Any
+    new: Any
+    actor: str
+    reason: str | None
+
+
+@dataclass
+class _Cache:
+    snapshots: dict[str, FlagSnapshot] = field(default_factory=dict)
+    loaded_at: float = float("-inf")
+    ever_loaded: bool = False
+
+
+class FlagStore:
+    """Per-app flag store over SQL with a per-process TTL cache."""
+
+    def __init__(
+        self,
+        engine: Callable[[], Engine],
+        *,
+        ttl: float,
+        defaults: Callable[[str], dict[str, Any]],
+        create_tables: bool = True,
+        error_log_interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self.ttl = ttl
+        self._defaults = defaults
+        self._create_tables = create_tables
+        self._tables_ready = False
+        self._error_log_interval = error_log_interval
+        self._last_error_log = float("-inf")
+        self._clock = clock
+        self._cache = _Cache()
+        self._lock = threading.Lock()
+        self._known: set[str] = set()
+        self.failures = 0
+        self.last_error: str | None = None
+        #: False while the last refresh failed and last-known flags are served
+        self.healthy = True
+
+    # -- schema -------------------------------------------------------------
+    def ensure_tables(self) -> None:
+        """Create the v2rollout_* tables if missing (idempotent)."""
+        if self._tables_ready:
+            return
+        if self._create_tables:
+            metadata.create_all(self._engine(), checkfirst=True)
+        self._tables_ready = True
+
+    def add_rollout(self, name: str) -> None:
+        """Make ``name`` known; its row is created with defaults on the next refresh."""
+        self._known.add(name)
+        self._cache.loaded_at = float("-inf")
+
+    # -- reads --------------------------------------------------------------
+    def get(self, rollout: str) -> FlagSnapshot:
+        """Flags of ``rollout`` — never raises for a store failure."""
+        cache = self._cache
+        if self._clock() - cache.loaded_at >= self.ttl:
+            self._refresh()
+            cache = self._cache
+        snap = cache.snapshots.get(rollout)
+        if snap is None:
+            return FlagSnapshot(self._initial(rollout), None, stale=True)
+        return snap
+
+    def _initial(self, rollout: str) -> dict[str, Any]:
+        if self._cache.ever_loaded:
+            return self._defaults(rollout)
+        return dict(SAFE_FLAGS)
+
+    def _refresh(self) -> None:
+        blocking = not self._cache.ever_loaded
+        if not self._lock.acquire(blocking=blocking):
+            return  # another thread is refreshing; serve what we have
+        try:
+            if self._clock() - self._cache.loaded_at < self.ttl:
+                return
+            try:
+                snapshots = self._load()
+            except SQLAlchemyError as exc:
+                self._record_failure(exc)
+                self._cache = _Cache(
+                    {k: FlagSnapshot(v.values, v.version, stale=True) for k, v in self._cache.snapshots.items()},
+                    self._clock(),
+                    self._cache.ever_loaded,
+                )
+                return
+            self._cache = _Cache(snapshots, self._clock(), True)
+            self.healthy = True
+        finally:
+            self._lock.release()
+
+    def _load(self) -> dict[str, FlagSnapshot]:
+        self.ensure_tables()
+        engine = self._engine()
+        with engine.connect() as conn:
+            rows = conn.execute(select(flags_table.c.rollout, flags_table.c.flags, flags_table.c.version)).all()
+        found = {r.rollout: FlagSnapshot(self._decode(r.rollout, r.flags), r.version) for r in rows}
+        missing = self._known - found.keys()
+        for name in missing:
+            found[name] = self._create(engine, name)
+        return found
+
+    def _decode(self, rollout: str, raw: str) -> dict[str, Any]:
+        values = self._defaults(rollout)
+        try:
+            stored = json.loads(raw)
+            for k in FLAG_NAMES:
+                if k in stored:
+                    values[k] = validate_flag(k, stored[k])
+        except (ValueError, TypeError) as exc:
+            log.error("v2rollout: flags of %r in SQL are invalid (%s); using defaults", rollout, exc)
+        return values
+
+    def _create(self, engine: Engine, name: str) -> FlagSnapshot:
+        values = self._defaults(name)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    insert(flags_table).values(
+                        rollout=name, flags=json.dumps(values, sort_keys=True), version=1,
+                        updated_at=utcnow(), updated_by="init",
+                    )
+                )
+        except IntegrityError:
+            with engine.connect() as conn:
+                row = conn.execute(
+                    select(flags_table.c.flags, flags_table.c.version).where(flags_table.c.rollout == name)
+                ).one()
+            return FlagSnapshot(self._decode(name, row.flags), row.version)
+        return FlagSnapshot(values, 1)
+
+    def _record_failure(self, exc: Exception) -> None:
+        self.failures += 1
+        self.healthy = False
+        self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        now = self._clock()
+        if now - self._last_error_log >= self._error_log_interval:
+            self._last_error_log = now
+            log.error(
+                "v2rollout: flag store unavailable (%s); serving last-known flags "
+                "(%d failures so far)", self.last_error, self.failures,
+            )
+
+    def invalidate(self) -> None:
+        """Forget the cache so the next read goes to SQL."""
+        self._cache = _Cache(self._cache.snapshots, float("-inf"), self._cache.ever_loaded)
+
+    # -- writes -------------------------------------------------------------
+    def set(
+        self,
+        rollout: str,
+        changes: Mapping[str, Any],
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> list[FlagChange]:
+        """Apply ``changes`` atomically; returns the changes made (empty if no value differs).
+
+        Raises :class:`FlagError` for invalid input and :class:`ConflictError`
+        when the row moved past ``expected_version`` (or past the version just
+        read, when none is given). Nothing is written in either case.
+        """
+        new_values = validate_flags(changes)
+        if not isinstance(actor, str) or not actor.strip():
+            raise FlagError("actor is required for a flag change", field="actor")
+        if reason is not None and not isinstance(reason, str):
+            raise FlagError("reason must be a string", field="reason")
+        self.ensure_tables()
+        engine = self._engine()
+        if rollout in self._known:
+            self._load_one(engine, rollout)
+        with engine.begin() as conn:
+            row = conn.execute(
+                select(flags_table.c.flags, flags_table.c.version).where(flags_table.c.rollout == rollout)
+            ).one()
+            if expected_version is not None and row.version != expected_version:
+                raise ConflictError(rollout, expected_version, row.version)
+            current = self._decode(rollout, row.flags)
+            diff = [FlagChange(rollout, k, current[k], v, actor, reason) for k, v in new_values.items() if current[k] != v]
+            if not diff:
+                return []
+            merged = {**current, **new_values}
+            result = conn.execute(
+                update(flags_table)
+                .where(flags_table.c.rollout == rollout, flags_table.c.version == row.version)
+                .values(
+                    flags=json.dumps(merged, sort_keys=True), version=row.version + 1,
+                    updated_at=utcnow(), updated_by=actor,
+                )
+            )
+            if result.rowcount != 1:
+                actual = conn.execute(
+                    select(flags_table.c.version).where(flags_table.c.rollout == rollout)
+                ).scalar()
+                raise ConflictError(rollout, row.version, actual)
+            now = utcnow()
+            conn.execute(
+                insert(audit_table),
+                [
+                    {
+                        "rollout": c.rollout, "flag": c.flag, "old_value": json.dumps(c.old),
+                        "new_value": json.dumps(c.new), "actor": actor, "reason": reason,
+                        "created_at": now,
+                    }
+                    for c in diff
+                ],
+            )
+        self.invalidate()
+        return diff
+
+    def _load_one(self, engine: Engine, rollout: str) -> None:
+        with engine.connect() as conn:
+            exists = conn.execute(
+                select(flags_table.c.version).where(flags_table.c.rollout == rollout)
+            ).first()
+        if exists is None:
+            self._create(engine, rollout)
+
+    def read_fresh(self, rollout: str) -> FlagSnapshot:
+        """Flags straight from SQL (raises on failure): for operators, not requests."""
+        self.ensure_tables()
+        engine = self._engine()
+        self._load_one(engine, rollout)
+        with engine.connect() as conn:
+            row = conn.execute(
+                select(flags_table.c.flags, flags_table.c.version).where(flags_table.c.rollout == rollout)
+            ).one()
+        return FlagSnapshot(self._decode(rollout, row.flags), row.version)
+
+    # -- audit --------------------------------------------------------------
+    def audit(self, rollout: str | None = None, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Audit rows, newest first."""
+        self.ensure_tables()
+        query = select(audit_table).order_by(audit_table.c.id.desc()).limit(limit).offset(offset)
+        if rollout is not None:
+            query = query.where(audit_table.c.rollout == rollout)
+        with self._engine().connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            {
+                "id": r["id"], "rollout": r["rollout"], "flag": r["flag"],
+                "old_value": json.loads(r["old_value"]) if r["old_value"] is not None else None,
+                "new_value": json.loads(r["new_value"]), "actor": r["actor"], "reason": r["reason"],
+                "created_at": _iso(r["created_at"]),
+            }
+            for r in rows
+        ]
+
+    def audit_count(self, rollout: str | None = None) -> int:
+        self.ensure_tables()
+        query = select(func.count()).select_from(audit_table)
+        if rollout is not None:
+            query = query.where(audit_table.c.rollout == rollout)
+        with self._engine().connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+
+def _iso(value: Any) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat()

@@ -1,0 +1,33 @@
+"""Blinker signals of Flask-V2Rollout.
+
+Every signal is sent with the Flask app as sender
+(``current_app._get_current_object()`` or the app the work runs for), so a
+receiver can ``connect_via(app)``.
+"""
+from __future__ import annotations
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+#: A flag's value was changed and audited.
+#: kwargs: ``rollout`` (str), ``flag`` (str), ``old`` , ``new``, ``actor`` (str),
+#: ``reason`` (str | None)
+flag_changed = _signals.signal("v2rollout-flag-changed")
+
+#: A request's user was assigned a version for a rollout (once per rollout per request).
+#: kwargs: ``rollout`` (str), ``user_id`` (str), ``version`` ("v1" | "v2"),
+#: ``percentage`` (float)
+version_assigned = _signals.signal("v2rollout-version-assigned")
+
+#: A ``calculate()`` call finished and served a value.
+#: kwargs: ``rollout`` (str), ``outcome`` (:class:`~flask_v2rollout.dispatch.Outcome`)
+calculation_completed = _signals.signal("v2rollout-calculation-completed")
+
+#: v2 was assigned but v1 was served (v2 raised ``Fallback`` or an exception).
+#: kwargs: ``rollout`` (str), ``reason`` (str), ``outcome`` (Outcome)
+fallback_used = _signals.signal("v2rollout-fallback-used")
+
+#: A business conversion was recorded for a user.
+#: kwargs: ``rollout`` (str), ``user_id`` (str | None), ``version`` ("v1" | "v2")
+conversion_tracked = _signals.signal("v2rollout-conversion-tracked")
