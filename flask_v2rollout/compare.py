@@ -1,6 +1,7 @@
-"""Extracting the compared number from a calculator's value (pure, no Flask)."""
+"""Shadow comparison: extracting numbers and classifying agreement (pure, no Flask)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 Extractor = Callable[[Any], Any]
@@ -45,3 +46,60 @@ def number_of(extract: Extractor | None, value: Any) -> float | None:
     if isinstance(candidate, bool) or not isinstance(candidate, (int, float)):
         return None
     return float(candidate)
+
+
+EXACT = "EXACT"
+CLOSE = "CLOSE"
+MODERATE = "MODERATE"
+V2_ERROR = "v2_error"
+FALLBACK = "fallback"
+INCOMPARABLE = "incomparable"
+#: Classes that count as agreement in the agreement rate.
+AGREEING = frozenset({EXACT, CLOSE})
+
+Comparator = Callable[[Any, Any], str]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One shadow comparison of a v1 value with a v2 value."""
+
+    agreement: str
+    v1_number: float | None = None
+    v2_number: float | None = None
+
+    @property
+    def difference(self) -> float | None:
+        if self.v1_number is None or self.v2_number is None:
+            return None
+        return abs(self.v2_number - self.v1_number)
+
+    @property
+    def difference_pct(self) -> float | None:
+        """The runbook's ``difference / v1 × 100``, 0 when v1 ≤ 0."""
+        diff = self.difference
+        if diff is None or self.v1_number is None:
+            return None
+        return diff / self.v1_number * 100.0 if self.v1_number > 0 else 0.0
+
+
+def classify(difference: float, *, exact: float = 1.0, close: float = 3.0) -> str:
+    """EXACT (|Δ| < 1), CLOSE (< 3) or MODERATE, the runbook's classes."""
+    if difference < exact:
+        return EXACT
+    if difference < close:
+        return CLOSE
+    return MODERATE
+
+
+def compare_values(
+    v1_value: Any, v2_value: Any, *, extract: Extractor | None = None, comparator: Comparator | None = None
+) -> Comparison:
+    """Classify a v1/v2 pair: the host's comparator if given, else by the extracted numbers."""
+    v1_number = number_of(extract, v1_value)
+    v2_number = number_of(extract, v2_value)
+    if comparator is not None:
+        return Comparison(str(comparator(v1_value, v2_value)), v1_number, v2_number)
+    if v1_number is None or v2_number is None:
+        return Comparison(INCOMPARABLE, v1_number, v2_number)
+    return Comparison(classify(abs(v2_number - v1_number)), v1_number, v2_number)

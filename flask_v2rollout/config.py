@@ -29,6 +29,13 @@ DEFAULTS: dict[str, Any] = {
     "V2ROLLOUT_LOG_BACKUPS": 5,
     # Calls slower than this get a warning line in the JSONL log (runbook: 500 ms).
     "V2ROLLOUT_SLOW_CALL_MS": 500.0,
+    # Shadow runs (off the request path): worker threads, queue bound, per-run timeout,
+    # share of eligible calls shadowed (0–1), seconds to drain at exit.
+    "V2ROLLOUT_SHADOW_WORKERS": 2,
+    "V2ROLLOUT_SHADOW_QUEUE_SIZE": 1000,
+    "V2ROLLOUT_SHADOW_TIMEOUT_MS": 1000.0,
+    "V2ROLLOUT_SHADOW_SAMPLE": 1.0,
+    "V2ROLLOUT_SHADOW_SHUTDOWN_S": 5.0,
     # Admin blueprint.
     "V2ROLLOUT_URL_PREFIX": "/v2rollout",
 }

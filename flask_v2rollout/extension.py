@@ -11,14 +11,16 @@ from flask import Flask, current_app, g, has_request_context
 from sqlalchemy import Engine, create_engine, event
 
 from . import signals
-from .bucketing import assign
-from .compare import Extractor, as_extractor, number_of
+from .bucketing import assign, fine_bucket
+from .compare import Comparator, Extractor, as_extractor, number_of
 from .config import DEFAULTS
-from .dispatch import Calculator, Outcome, run
+from .dispatch import Calculator, Outcome, qualified_name, run
 from .errors import FlagError, UnknownRollout
 from .flags import FLAG_NAMES, PERCENTAGE, RUNBOOK_DEFAULTS, FlagChange, FlagSnapshot, FlagStore, validate_flags
 from .identity import UserLoader, resolve_user_id
 from .jsonlog import JsonlLog
+from .metrics import Recorder
+from .shadow import ShadowRunner, submit_shadow
 
 log = logging.getLogger("flask_v2rollout")
 
@@ -32,12 +34,19 @@ class Rollout:
     name: str
     v1: Calculator
     v2: Calculator
-    compare: Callable[[Any, Any], str] | None = None
+    compare: Comparator | None = None
     salt: str = ""
     subject: Callable[..., Any] | None = None
     extract: Extractor | None = None
     metadata: Callable[[Any], Mapping[str, Any]] | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    dual_run: bool = False
+
+    def subject_of(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+        if self.subject is None:
+            return None
+        label = self.subject(*args, **kwargs)
+        return None if label is None else str(label)
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,27 @@ class _State:
             if log_file
             else None
         )
+        self.recorder = Recorder(slow_ms=float(cfg["V2ROLLOUT_SLOW_CALL_MS"]))
+        sample = float(cfg["V2ROLLOUT_SHADOW_SAMPLE"])
+        if not 0.0 <= sample <= 1.0:
+            raise RuntimeError("V2ROLLOUT_SHADOW_SAMPLE must be between 0 and 1")
+        self.shadow_threshold = round(sample * 10_000)
+        self.shadow = ShadowRunner(
+            workers=int(cfg["V2ROLLOUT_SHADOW_WORKERS"]),
+            queue_size=int(cfg["V2ROLLOUT_SHADOW_QUEUE_SIZE"]),
+            timeout_s=float(cfg["V2ROLLOUT_SHADOW_TIMEOUT_MS"]) / 1000.0,
+            shutdown_s=float(cfg["V2ROLLOUT_SHADOW_SHUTDOWN_S"]),
+        )
+        self._sample_seq = 0
+
+    def sampled(self, user_id: str | None) -> bool:
+        """Shadow this call? A hash of (user, call number) — independent of the rollout bucket."""
+        if self.shadow_threshold >= 10_000:
+            return True
+        if self.shadow_threshold <= 0:
+            return False
+        self._sample_seq += 1
+        return fine_bucket(f"{user_id}#{self._sample_seq}", salt="v2rollout-shadow-sample") < self.shadow_threshold
 
     def defaults_for(self, name: str) -> dict[str, Any]:
         rollout = self.ext._rollouts.get(name)
@@ -168,20 +198,23 @@ class V2Rollout:
         *,
         v1: Calculator,
         v2: Calculator,
-        compare: Callable[[Any, Any], str] | None = None,
+        compare: Comparator | None = None,
         salt: str = "",
         subject: Callable[..., Any] | None = None,
         extract: str | Extractor | None = None,
         metadata: Callable[[Any], Mapping[str, Any]] | None = None,
         defaults: Mapping[str, Any] | None = None,
+        dual_run: bool = False,
     ) -> Rollout:
         """Register a rollout.
 
         ``subject`` gets the calculator's arguments and returns the label
         logged with each call (e.g. the player); ``extract`` (a key path like
         ``"edges.0.edge"`` or a callable) finds the compared number in a value;
+        ``compare(v1_value, v2_value)`` replaces the default agreement classes;
         ``metadata`` maps a value to the log record's metadata; ``defaults``
-        are this rollout's initial flags.
+        are this rollout's initial flags; ``dual_run`` also runs v1 off the
+        path for v2-served calls, so agreement is measured at 50 % and 100 %.
         """
         if not isinstance(name, str) or not name or len(name) > 100:
             raise ValueError("rollout name must be a non-empty string of at most 100 characters")
@@ -194,7 +227,7 @@ class V2Rollout:
         except FlagError as exc:
             raise ValueError(f"defaults of rollout {name!r}: {exc}") from None
         rollout = Rollout(
-            name, v1, v2, compare, str(salt), subject, as_extractor(extract), metadata, checked
+            name, v1, v2, compare, str(salt), subject, as_extractor(extract), metadata, checked, bool(dual_run)
         )
         self._rollouts[name] = rollout
         for app in list(self._states):
@@ -284,23 +317,45 @@ class V2Rollout:
             name, rollout.v1, rollout.v2, assignment.version, flags.fallback, args, kwargs, assignment.user_id
         )
         self._record(state, rollout, flags, outcome, args, kwargs)
+        if outcome.raised is not None:
+            raise outcome.raised
         return outcome
 
     def _record(
         self, state: _State, rollout: Rollout, flags: FlagSnapshot, outcome: Outcome,
         args: tuple[Any, ...], kwargs: Mapping[str, Any],
     ) -> None:
+        """Count, log and signal one call; hand the other version to the shadow runner."""
+        raised = outcome.raised
+        subject = rollout.subject_of(args, kwargs)
+        state.recorder.calculation(
+            outcome, subject=subject, unhandled=None if raised is None else qualified_name(raised)
+        )
         if flags.monitoring and state.jsonlog is not None:
-            subject = rollout.subject(*args, **kwargs) if rollout.subject else None
-            meta = dict(rollout.metadata(outcome.value)) if rollout.metadata else None
+            meta = dict(rollout.metadata(outcome.value)) if rollout.metadata and raised is None else None
             state.jsonlog.calculation(
-                outcome, subject=None if subject is None else str(subject),
-                number=number_of(rollout.extract, outcome.value), metadata=meta,
+                outcome, subject=subject, number=number_of(rollout.extract, outcome.value), metadata=meta,
             )
+        if raised is not None:
+            return
         if outcome.fallback_reason is not None and signals.fallback_used.receivers:
             signals.fallback_used.send(state.app, rollout=rollout.name, reason=outcome.fallback_reason, outcome=outcome)
         if signals.calculation_completed.receivers:
             signals.calculation_completed.send(state.app, rollout=rollout.name, outcome=outcome)
+        if outcome.assigned == "v1":
+            if flags.shadow and state.sampled(outcome.user_id):
+                submit_shadow(state, rollout, "v2", outcome, args, kwargs, subject, flags.monitoring)
+        elif rollout.dual_run and outcome.version == "v2" and state.sampled(outcome.user_id):
+            submit_shadow(state, rollout, "v1", outcome, args, kwargs, subject, flags.monitoring)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait for this app's queued shadow work (tests, graceful shutdown); True if all done."""
+        return self._state().shadow.drain(timeout)
+
+    def stats(self, name: str) -> dict[str, dict[str, dict[str, float]]]:
+        """This process's lifetime counters for a rollout: ``{arm: {metric: {key: value}}}``."""
+        self._rollout(name)
+        return self._state().recorder.local(name)
 
     def track_conversion(self, name: str) -> None:
         """Record a business conversion for the current request's user."""

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from logging.handlers import RotatingFileHandler
 from typing import Any
 
+from .compare import Comparison
 from .dispatch import Outcome
 
 
@@ -65,6 +66,19 @@ class JsonlLog:
             self.write({**base, "event": "fallback", "level": "INFO", "fallback_reason": outcome.fallback_reason})
         if outcome.duration_ms > self.slow_ms:
             self.write({**base, "event": "slow_calculation", "level": "WARNING", "threshold_ms": self.slow_ms})
+
+    def shadow(
+        self, rollout: str, *, subject: str | None, user_id: str | None, comparison: Comparison,
+        shadow_version: str, duration_ms: float, v2_metadata: dict[str, Any] | None,
+    ) -> None:
+        """The runbook's shadow-comparison record."""
+        self.write({
+            "timestamp": _ts(), "event": "shadow_comparison", "level": "INFO", "rollout": rollout,
+            "subject": subject, "mode": "shadow", "shadow_version": shadow_version, "user_id": user_id,
+            "v1_value": _round(comparison.v1_number), "v2_value": _round(comparison.v2_number),
+            "difference": _round(comparison.difference), "difference_pct": _round(comparison.difference_pct),
+            "agreement": comparison.agreement, "elapsed_ms": round(duration_ms, 2), "v2_metadata": v2_metadata,
+        })
 
     def close(self) -> None:
         for handler in list(self._logger.handlers):

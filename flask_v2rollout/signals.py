@@ -31,3 +31,9 @@ fallback_used = _signals.signal("v2rollout-fallback-used")
 #: A business conversion was recorded for a user.
 #: kwargs: ``rollout`` (str), ``user_id`` (str | None), ``version`` ("v1" | "v2")
 conversion_tracked = _signals.signal("v2rollout-conversion-tracked")
+
+#: A shadow run finished and was compared with the served value.
+#: kwargs: ``rollout`` (str), ``version`` (the version run off the path: "v2", or "v1" in a dual run),
+#: ``comparison`` (:class:`~flask_v2rollout.compare.Comparison`), ``outcome`` (the served Outcome),
+#: ``duration_ms`` (float)
+shadow_compared = _signals.signal("v2rollout-shadow-compared")

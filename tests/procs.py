@@ -9,7 +9,7 @@ from flask_v2rollout import ConflictError, V2Rollout
 
 
 def _app(instance: str, uri: str, ttl: float):
-    from conftest import build_app
+    from helpers import build_app
 
     ext = V2Rollout()
     ext.register("calc", v1=lambda x: x, v2=lambda x: x * 10)

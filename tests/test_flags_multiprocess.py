@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import procs
-from conftest import build_app
+from helpers import build_app
 from flask_v2rollout import V2Rollout
 
 CTX = mp.get_context("spawn")
