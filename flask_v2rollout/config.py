@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "V2ROLLOUT_SHADOW_TIMEOUT_MS": 1000.0,
     "V2ROLLOUT_SHADOW_SAMPLE": 1.0,
     "V2ROLLOUT_SHADOW_SHUTDOWN_S": 5.0,
+    # Metrics: seconds between flushes of each process's counters to SQL; days kept.
+    "V2ROLLOUT_METRICS_FLUSH_S": 5.0,
+    "V2ROLLOUT_METRICS_RETENTION_DAYS": 30.0,
     # Admin blueprint.
     "V2ROLLOUT_URL_PREFIX": "/v2rollout",
 }

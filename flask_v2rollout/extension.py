@@ -1,6 +1,7 @@
 """The V2Rollout extension: registration, per-app state, assignment, calculate()."""
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import weakref
@@ -19,7 +20,8 @@ from .errors import FlagError, UnknownRollout
 from .flags import FLAG_NAMES, PERCENTAGE, RUNBOOK_DEFAULTS, FlagChange, FlagSnapshot, FlagStore, validate_flags
 from .identity import UserLoader, resolve_user_id
 from .jsonlog import JsonlLog
-from .metrics import Recorder
+from .metric_store import Flusher, MetricStore
+from .metrics import Recorder, parse_window
 from .shadow import ShadowRunner, submit_shadow
 
 log = logging.getLogger("flask_v2rollout")
@@ -65,12 +67,14 @@ class _State:
         self.db = db
         self._engine: Engine | None = None
         cfg = app.config
+        self.recorder = Recorder(slow_ms=float(cfg["V2ROLLOUT_SLOW_CALL_MS"]))
         self.store = FlagStore(
             self.engine,
             ttl=float(cfg["V2ROLLOUT_FLAG_TTL_S"]),
             defaults=self.defaults_for,
             create_tables=bool(cfg["V2ROLLOUT_CREATE_TABLES"]),
             error_log_interval=float(cfg["V2ROLLOUT_STORE_ERROR_LOG_INTERVAL_S"]),
+            on_failure=lambda: self.recorder.db_failure("flags"),
         )
         self.app_defaults = _check_defaults(cfg["V2ROLLOUT_DEFAULTS"])
         self.use_login = bool(cfg["V2ROLLOUT_USE_FLASK_LOGIN"])
@@ -86,7 +90,17 @@ class _State:
             if log_file
             else None
         )
-        self.recorder = Recorder(slow_ms=float(cfg["V2ROLLOUT_SLOW_CALL_MS"]))
+        self.metric_store = MetricStore(
+            self.engine, self.recorder, ensure_tables=self.store.ensure_tables,
+            error_log_interval=float(cfg["V2ROLLOUT_STORE_ERROR_LOG_INTERVAL_S"]),
+        )
+        self.flusher = Flusher(
+            self.metric_store,
+            interval_s=float(cfg["V2ROLLOUT_METRICS_FLUSH_S"]),
+            retention_days=float(cfg["V2ROLLOUT_METRICS_RETENTION_DAYS"]),
+            probes=self.sample_probes,
+            after_flush=self.after_flush,
+        )
         sample = float(cfg["V2ROLLOUT_SHADOW_SAMPLE"])
         if not 0.0 <= sample <= 1.0:
             raise RuntimeError("V2ROLLOUT_SHADOW_SAMPLE must be between 0 and 1")
@@ -98,6 +112,27 @@ class _State:
             shutdown_s=float(cfg["V2ROLLOUT_SHADOW_SHUTDOWN_S"]),
         )
         self._sample_seq = 0
+
+    def sample_probes(self) -> dict[str, float | None]:
+        """Every host probe's current value; a failing probe reads None (and is logged)."""
+        values: dict[str, float | None] = {}
+        with self.app.app_context():
+            for name, probe in self.ext._probes.items():
+                try:
+                    value = probe()
+                    values[name] = None if value is None else float(value)
+                except Exception:
+                    log.exception("v2rollout: probe %r failed", name)
+                    values[name] = None
+        return values
+
+    def after_flush(self) -> None:
+        """Work that follows a successful flush (alert evaluation hooks in here)."""
+
+    def shutdown(self) -> None:
+        """At exit: let shadow work finish (bounded), then flush what was counted."""
+        self.shadow.shutdown()
+        self.metric_store.flush()
 
     def sampled(self, user_id: str | None) -> bool:
         """Shadow this call? A hash of (user, call number) — independent of the rollout bucket."""
@@ -152,6 +187,24 @@ def _own_engine(uri: str) -> Engine:
     return create_engine(uri, pool_pre_ping=True)
 
 
+def _at_fork_and_exit(state: _State) -> None:
+    """A forked child starts with empty counters; every process flushes at exit."""
+    ref = weakref.ref(state)
+
+    def _child() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.recorder.reset()
+
+    def _exit() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.shutdown()
+
+    os.register_at_fork(after_in_child=_child)
+    atexit.register(_exit)
+
+
 def _dispose_after_fork(engine: Engine) -> None:
     """A forked worker must not reuse its parent's pooled connections."""
     ref = weakref.ref(engine)
@@ -174,6 +227,7 @@ class V2Rollout:
     def __init__(self, app: Flask | None = None, *, db: Any = None) -> None:
         self._rollouts: dict[str, Rollout] = {}
         self._user_loader: UserLoader | None = None
+        self._probes: dict[str, Callable[[], Any]] = {}
         self._states: "weakref.WeakSet[Flask]" = weakref.WeakSet()
         if app is not None:
             self.init_app(app, db=db)
@@ -191,6 +245,7 @@ class V2Rollout:
             state.store.add_rollout(name)
         app.before_request(self._assign_request)
         self._states.add(app)
+        _at_fork_and_exit(state)
 
     def register(
         self,
@@ -326,6 +381,7 @@ class V2Rollout:
         args: tuple[Any, ...], kwargs: Mapping[str, Any],
     ) -> None:
         """Count, log and signal one call; hand the other version to the shadow runner."""
+        state.flusher.ensure_started()
         raised = outcome.raised
         subject = rollout.subject_of(args, kwargs)
         state.recorder.calculation(
@@ -352,6 +408,29 @@ class V2Rollout:
         """Wait for this app's queued shadow work (tests, graceful shutdown); True if all done."""
         return self._state().shadow.drain(timeout)
 
+    def probe(self, name: str) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+        """Decorator: a host data-quality probe returning a number (or None), sampled at each flush."""
+        def decorator(func: Callable[[], Any]) -> Callable[[], Any]:
+            self._probes[name] = func
+            return func
+        return decorator
+
+    def flush(self) -> bool:
+        """Write this process's pending metrics to SQL now; False if SQL failed (data kept)."""
+        return self._state().flusher.cycle()
+
+    def metrics(self, name: str, window: str | int = "5m", *, now: float | None = None) -> dict[str, Any]:
+        """Merged figures of every process over a window (``"5m"``, ``"24h"`` or seconds)."""
+        self._rollout(name)
+        seconds = window if isinstance(window, int) else parse_window(window)
+        return self._state().metric_store.window(name, seconds, now=now)
+
+    def series(self, name: str, window: str | int = "1h", *, now: float | None = None) -> list[dict[str, Any]]:
+        """Per-minute figures over a window, for charts."""
+        self._rollout(name)
+        seconds = window if isinstance(window, int) else parse_window(window)
+        return self._state().metric_store.series(name, seconds, now=now)
+
     def stats(self, name: str) -> dict[str, dict[str, dict[str, float]]]:
         """This process's lifetime counters for a rollout: ``{arm: {metric: {key: value}}}``."""
         self._rollout(name)
@@ -362,6 +441,8 @@ class V2Rollout:
         rollout = self._rollout(name)
         state = self._state()
         assignment = self._current_assignment(state, rollout)
+        state.recorder.conversion(name, assignment.version, assignment.user_id)
+        state.flusher.ensure_started()
         if signals.conversion_tracked.receivers:
             signals.conversion_tracked.send(
                 state.app, rollout=name, user_id=assignment.user_id, version=assignment.version
@@ -418,9 +499,15 @@ class V2Rollout:
         return self.set_flag(name, PERCENTAGE, checked, actor=actor, reason=reason)
 
     def health(self) -> dict[str, Any]:
-        """State of this process's flag store: healthy, failures so far, the last error."""
-        store = self._state().store
-        return {"flag_store": {"healthy": store.healthy, "failures": store.failures, "last_error": store.last_error}}
+        """This process's view: flag store, metrics flush backlog, shadow queue."""
+        state = self._state()
+        store, metrics = state.store, state.metric_store
+        return {
+            "flag_store": {"healthy": store.healthy, "failures": store.failures, "last_error": store.last_error},
+            "metrics": {"flush_failures": metrics.flush_failures, "backlog": metrics.backlog,
+                        "last_error": metrics.last_error},
+            "shadow": {"pending": state.shadow.pending},
+        }
 
     def audit(self, name: str | None = None, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         """Audited flag changes, newest first (of one rollout, or all)."""

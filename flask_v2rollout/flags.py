@@ -20,7 +20,7 @@ from datetime import timezone
 from typing import Any, Callable, Mapping
 
 from sqlalchemy import Engine, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from .errors import ConflictError, FlagError
 from .models import audit_table, flags_table, metadata, utcnow
@@ -159,6 +159,7 @@ class FlagStore:
         create_tables: bool = True,
         error_log_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
         self.ttl = ttl
@@ -168,6 +169,7 @@ class FlagStore:
         self._error_log_interval = error_log_interval
         self._last_error_log = float("-inf")
         self._clock = clock
+        self._on_failure = on_failure
         self._cache = _Cache()
         self._lock = threading.Lock()
         self._known: set[str] = set()
@@ -182,7 +184,11 @@ class FlagStore:
         if self._tables_ready:
             return
         if self._create_tables:
-            metadata.create_all(self._engine(), checkfirst=True)
+            try:
+                metadata.create_all(self._engine(), checkfirst=True)
+            except (IntegrityError, ProgrammingError, OperationalError):
+                # Another process created them between our check and our CREATE.
+                metadata.create_all(self._engine(), checkfirst=True)
         self._tables_ready = True
 
     def add_rollout(self, name: str) -> None:
@@ -272,6 +278,8 @@ class FlagStore:
     def _record_failure(self, exc: Exception) -> None:
         self.failures += 1
         self.healthy = False
+        if self._on_failure is not None:
+            self._on_failure()
         self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
         now = self._clock()
         if now - self._last_error_log >= self._error_log_interval:

@@ -4,7 +4,7 @@ Everything is an additive counter keyed by (rollout, arm, minute, metric, key),
 so buckets from any number of processes merge by addition — in memory here, in
 SQL by the flusher. ``arm`` is the version the user was *assigned* (a v2 call
 that fell back stays in the v2 arm, as the runbook counts it). Latencies go into
-fixed log-scale bins (growth 3 %: a bin's geometric midpoint is within 1.5 % of
+fixed log-scale bins from 0.1 µs (growth 3 %: a bin's geometric midpoint is within 1.5 % of
 any value in it), so merged percentiles are as exact as one process's.
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ import math
 import threading
 import time
 from collections import Counter, defaultdict
-from typing import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
 
 from .dispatch import Outcome
 
@@ -33,9 +34,12 @@ SHADOW_DROP = "shadow_drop"
 SHADOW_TIMEOUT = "shadow_timeout"
 CONVERSION = "conversion"
 SUBJECT = "subject"
+DB_ERROR = "db_error"
+#: rollout/arm used for app-wide counters (database failures)
+GLOBAL = "*"
 
 GROWTH = 1.03
-MIN_MS = 0.001
+MIN_MS = 0.0001
 _LOG_GROWTH = math.log(GROWTH)
 #: distinct subjects kept per rollout and minute; the rest count under OTHER
 SUBJECTS_PER_MINUTE = 200
@@ -76,6 +80,18 @@ def minute_of(ts: float) -> int:
     return int(ts // 60) * 60
 
 
+@dataclass
+class Batch:
+    """Counters and exposures taken from a Recorder, flushed to SQL as one unit."""
+
+    counters: dict[Key, float]
+    #: (rollout, arm, user) -> (first_seen, last_seen, converted_at | None), epoch seconds
+    exposures: dict[tuple[str, str, str], tuple[int, int, int | None]]
+
+    def __bool__(self) -> bool:
+        return bool(self.counters or self.exposures)
+
+
 class Recorder:
     """Per-process counters waiting to be flushed, plus lifetime totals of this process."""
 
@@ -84,9 +100,42 @@ class Recorder:
         self.slow_ms = slow_ms
         self._lock = threading.Lock()
         self._pending: defaultdict[Key, float] = defaultdict(float)
-        self._exposures: set[tuple[str, str, str]] = set()
+        # (rollout, arm, user) -> [first_seen, last_seen, converted_at | None]
+        self._exposures: dict[tuple[str, str, str], list[Any]] = {}
         self._subjects: defaultdict[tuple[str, int], Counter[str]] = defaultdict(Counter)
         self.totals: Counter[tuple[str, str, str, str]] = Counter()
+
+    def reset(self) -> None:
+        """Forget pending data (a forked child must not flush its parent's counts again)."""
+        with self._lock:
+            self._pending = defaultdict(float)
+            self._exposures = {}
+            self._subjects = defaultdict(Counter)
+            self.totals = Counter()
+
+    def take(self) -> "Batch":
+        """Hand over everything pending as one batch and start afresh."""
+        with self._lock:
+            counters, exposures, subjects = self._pending, self._exposures, self._subjects
+            self._pending = defaultdict(float)
+            self._exposures = {}
+            self._subjects = defaultdict(Counter)
+        for (rollout, minute), counts in subjects.items():
+            for subject, n in counts.items():
+                counters[(rollout, GLOBAL, minute, SUBJECT, subject)] += n
+        return Batch(dict(counters), {k: tuple(v) for k, v in exposures.items()})
+
+    def _expose(self, rollout: str, arm: str, user_id: str, *, converted: bool = False) -> None:
+        now = int(self.clock())
+        key = (rollout, arm, user_id)
+        with self._lock:
+            entry = self._exposures.get(key)
+            if entry is None:
+                self._exposures[key] = [now, now, now if converted else None]
+            else:
+                entry[1] = now
+                if converted and entry[2] is None:
+                    entry[2] = now
 
     def _add(self, items: Iterable[tuple[str, str, str, str, float]]) -> None:
         minute = minute_of(self.clock())
@@ -114,8 +163,7 @@ class Recorder:
             items.append((r, arm, SLOW, "", 1.0))
         self._add(items)
         if outcome.user_id is not None:
-            with self._lock:
-                self._exposures.add((r, arm, outcome.user_id))
+            self._expose(r, arm, outcome.user_id)
         if subject is not None:
             self._subject(r, subject)
 
@@ -146,6 +194,12 @@ class Recorder:
 
     def conversion(self, rollout: str, arm: str, user_id: str | None) -> None:
         self._add([(rollout, arm, CONVERSION, "", 1.0)])
+        if user_id is not None:
+            self._expose(rollout, arm, user_id, converted=True)
+
+    def db_failure(self, where: str) -> None:
+        """A failed SQL read or write of the extension's own (flags, metrics)."""
+        self._add([(GLOBAL, GLOBAL, DB_ERROR, where, 1.0)])
 
     def local(self, rollout: str) -> dict[str, dict[str, dict[str, float]]]:
         """This process's lifetime totals for ``rollout``: ``{arm: {metric: {key: value}}}``."""
@@ -155,3 +209,74 @@ class Recorder:
                 if r == rollout:
                     out.setdefault(arm, {}).setdefault(metric, {})[key] = value
         return out
+
+
+# -- reading merged counters back (pure) ---------------------------------------------
+
+_WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_window(text: str) -> int:
+    """``"5m"`` → 300 seconds; accepts s, m, h, d; at most 31 days."""
+    raw = str(text).strip().lower()
+    if len(raw) < 2 or raw[-1] not in _WINDOW_UNITS or not raw[:-1].isdigit():
+        raise ValueError(f"window must look like 30s, 5m, 1h or 7d, got {text!r}")
+    seconds = int(raw[:-1]) * _WINDOW_UNITS[raw[-1]]
+    if not 0 < seconds <= 31 * 86400:
+        raise ValueError(f"window must be between 1s and 31d, got {text!r}")
+    return seconds
+
+
+def _pct(part: float, whole: float) -> float | None:
+    return part / whole * 100.0 if whole else None
+
+
+def summarize_arm(metrics: Mapping[str, Mapping[str, float]], minutes: float,
+                  users: int = 0, converted: int = 0) -> dict[str, Any]:
+    """Figures of one arm from its merged ``{metric: {key: value}}``."""
+    calcs = sum(metrics.get(CALCULATIONS, {}).values())
+    bins = {int(k): v for k, v in metrics.get(LATENCY, {}).items()}
+    errors = metrics.get(ERROR, {})
+    fallbacks = metrics.get(FALLBACK, {})
+    unhandled = metrics.get(UNHANDLED, {})
+    slow = sum(metrics.get(SLOW, {}).values())
+    return {
+        "calculations": int(calcs),
+        "per_min": calcs / minutes if minutes else 0.0,
+        "avg_ms": sum(metrics.get(DURATION_SUM, {}).values()) / calcs if calcs else None,
+        "p50_ms": percentile(bins, 0.50),
+        "p95_ms": percentile(bins, 0.95),
+        "p99_ms": percentile(bins, 0.99),
+        "errors": int(sum(errors.values())),
+        "error_rate_pct": _pct(sum(errors.values()), calcs),
+        "errors_by_type": {k: int(v) for k, v in errors.items()},
+        "fallbacks": int(sum(fallbacks.values())),
+        "fallback_rate_pct": _pct(sum(fallbacks.values()), calcs),
+        "fallbacks_by_reason": {k: int(v) for k, v in fallbacks.items()},
+        "unhandled": int(sum(unhandled.values())),
+        "slow": int(slow),
+        "slow_pct": _pct(slow, calcs),
+        "conversions": int(sum(metrics.get(CONVERSION, {}).values())),
+        "users": users,
+        "converted_users": converted,
+        "conversion_rate_pct": _pct(converted, users),
+    }
+
+
+def summarize_shadow(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """Shadow figures of the version that ran off the path."""
+    classes = {k: int(v) for k, v in metrics.get(SHADOW, {}).items()}
+    numeric = sum(classes.get(c, 0) for c in ("EXACT", "CLOSE", "MODERATE"))
+    agreeing = classes.get("EXACT", 0) + classes.get("CLOSE", 0)
+    diff_n = sum(metrics.get(SHADOW_DIFF_N, {}).values())
+    bins = {int(k): v for k, v in metrics.get(SHADOW_LATENCY, {}).items()}
+    return {
+        "compared": sum(classes.values()),
+        "by_agreement": classes,
+        # EXACT + CLOSE among comparisons where both versions produced a number
+        "agreement_rate_pct": _pct(agreeing, numeric),
+        "avg_abs_difference": sum(metrics.get(SHADOW_DIFF_SUM, {}).values()) / diff_n if diff_n else None,
+        "p95_ms": percentile(bins, 0.95),
+        "drops": int(sum(metrics.get(SHADOW_DROP, {}).values())),
+        "timeouts": int(sum(metrics.get(SHADOW_TIMEOUT, {}).values())),
+    }

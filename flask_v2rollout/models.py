@@ -9,14 +9,17 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
+    Float,
+    Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
-    Index,
 )
 
 metadata = MetaData()
@@ -50,4 +53,51 @@ audit_table = Table(
     Column("reason", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
     Index("ix_v2rollout_audit_rollout_id", "rollout", "id"),
+)
+
+
+#: Additive metric counters merged from every process: one row per
+#: (rollout, arm, minute, metric, key); flushes add to ``value``.
+counters_table = Table(
+    "v2rollout_counters",
+    metadata,
+    Column("rollout", String(100), nullable=False),
+    Column("arm", String(10), nullable=False),
+    Column("minute", BigInteger, nullable=False),
+    Column("metric", String(40), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("value", Float, nullable=False),
+    PrimaryKeyConstraint("rollout", "arm", "minute", "metric", "key", name="pk_v2rollout_counters"),
+    Index("ix_v2rollout_counters_minute", "minute"),
+)
+
+#: One row per applied flush batch: a retried batch that was in fact applied is skipped.
+flushes_table = Table(
+    "v2rollout_flushes",
+    metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("flushed_at", BigInteger, nullable=False, index=True),
+)
+
+#: Distinct users per arm (exposures) and whether they converted.
+exposures_table = Table(
+    "v2rollout_exposures",
+    metadata,
+    Column("rollout", String(100), nullable=False),
+    Column("arm", String(10), nullable=False),
+    Column("user_key", String(200), nullable=False),
+    Column("first_seen", BigInteger, nullable=False),
+    Column("last_seen", BigInteger, nullable=False, index=True),
+    Column("converted_at", BigInteger, nullable=True),
+    PrimaryKeyConstraint("rollout", "arm", "user_key", name="pk_v2rollout_exposures"),
+)
+
+#: Host data-quality probes sampled by the flusher (last value per minute wins).
+probes_table = Table(
+    "v2rollout_probes",
+    metadata,
+    Column("name", String(100), nullable=False),
+    Column("minute", BigInteger, nullable=False),
+    Column("value", Float, nullable=True),
+    PrimaryKeyConstraint("name", "minute", name="pk_v2rollout_probes"),
 )

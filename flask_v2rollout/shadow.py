@@ -8,17 +8,16 @@ it, and starts a replacement worker so the pool keeps its capacity — up to
 new jobs are dropped (and counted). Memory stays bounded either way.
 
 Threads start lazily in the process that submits, so an app created before a
-fork (gunicorn ``--preload``) gets a working runner in every worker.
+fork (gunicorn ``--preload``) gets a working runner in every worker. The
+extension calls :meth:`ShadowRunner.shutdown` at interpreter exit.
 """
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import queue
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -85,7 +84,6 @@ class ShadowRunner:
         self._pid: int | None = None
         self._start_lock = threading.Lock()
         self._reset()
-        _RUNNERS.add(self)
 
     def _reset(self) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(self.queue_size)
@@ -246,15 +244,6 @@ class ShadowRunner:
                 job.on_timeout(job)
             for _ in range(replace):
                 self._spawn_worker()
-
-
-_RUNNERS: "weakref.WeakSet[ShadowRunner]" = weakref.WeakSet()
-
-
-@atexit.register
-def _shutdown_all() -> None:
-    for runner in list(_RUNNERS):
-        runner.shutdown()
 
 
 # -- shadow work of one calculate() call --------------------------------------------

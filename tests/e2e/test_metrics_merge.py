@@ -1,0 +1,78 @@
+"""Counts from 4 gunicorn workers merge exactly in SQL (SQLite file and PostgreSQL)."""
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from flask_v2rollout import V2Rollout
+
+from .support import drive
+
+
+def exact_p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[math.ceil(0.95 * len(ordered)) - 1]
+
+
+def merged(uri: str, tmp_path: Path) -> dict:
+    app = Flask("reader", instance_path=str(tmp_path / "reader"))
+    app.config["V2ROLLOUT_DATABASE_URI"] = uri
+    ext = V2Rollout(app)
+    ext.register("calc", v1=abs, v2=abs)
+    with app.app_context():
+        return ext.metrics("calc", "1h")
+
+
+def requests_for(n: int, offset: int = 0) -> list:
+    return [("GET", f"/calc/{i}", None, {"X-User-Id": f"user-{i}"}) for i in range(offset, offset + n)]
+
+
+def check_exact(results: list, metrics: dict) -> None:
+    by_arm: dict[str, list[float]] = {"v1": [], "v2": []}
+    for status, body in results:
+        assert status == 200
+        by_arm[body["assigned"]].append(body["duration_ms"])
+    for arm, durations in by_arm.items():
+        got = metrics["arms"][arm]
+        assert got["calculations"] == len(durations), arm
+        assert got["p95_ms"] == pytest.approx(exact_p95(durations), rel=0.02), arm
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_uri(request, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    server = request.getfixturevalue("postgres_server")
+    return server.create_database(f"merge_{abs(hash(str(tmp_path))) % 10**8}")
+
+
+def test_four_workers_merge_exactly(gunicorn_server, database_uri: str, tmp_path: Path) -> None:
+    server = gunicorn_server("tests.e2e.metrics_app:app", workers=4, preload=True,
+                             env={"DATABASE_URI": database_uri, "INSTANCE_DIR": str(tmp_path / "inst")})
+    results = drive(server.url, requests_for(2_000), concurrency=8)
+    assert len({body["pid"] for _, body in results}) == 4  # every worker served
+    assert server.stop() == 0  # workers flush at exit
+    check_exact(results, merged(database_uri, tmp_path))
+
+
+def test_postgres_down_mid_load_loses_and_doubles_nothing(gunicorn_server, postgres_server, tmp_path: Path) -> None:
+    uri = postgres_server.create_database("outage")
+    server = gunicorn_server("tests.e2e.metrics_app:app", workers=4, preload=True,
+                             env={"DATABASE_URI": uri, "INSTANCE_DIR": str(tmp_path / "inst")})
+    before = drive(server.url, requests_for(600), concurrency=8)
+    postgres_server.stop()
+    try:
+        during = drive(server.url, requests_for(600, 600), concurrency=8)
+    finally:
+        postgres_server.start()
+    after = drive(server.url, requests_for(600, 1200), concurrency=8)
+    assert all(status == 200 for status, _ in before + during + after)  # no request failed
+    assert {body["version"] for _, body in during} == {"v1", "v2"}  # last-known flags kept serving
+    assert server.stop() == 0
+    metrics = merged(uri, tmp_path)
+    check_exact(before + during + after, metrics)
+    assert metrics["db_errors"] >= 1

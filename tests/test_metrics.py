@@ -1,0 +1,224 @@
+"""Metrics: counted once per call, merged in SQL, read back over windows."""
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from flask_v2rollout import Fallback, V2Rollout
+from flask_v2rollout.metrics import Batch, Recorder, bin_value, latency_bin, parse_window, percentile
+from flask_v2rollout.metric_store import MetricStore
+from flask_v2rollout.models import metadata
+
+
+def exact_percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+def test_log_bins_keep_percentiles_within_two_percent() -> None:
+    values = [0.05 * 1.0007 ** i for i in range(20_000)]  # 0.05 ms … ~60 ms
+    bins: dict[int, float] = {}
+    for v in values:
+        bins[latency_bin(v)] = bins.get(latency_bin(v), 0) + 1
+    for q in (0.5, 0.95, 0.99):
+        assert percentile(bins, q) == pytest.approx(exact_percentile(values, q), rel=0.02)
+    assert abs(bin_value(latency_bin(123.4)) / 123.4 - 1) < 0.015
+
+
+@pytest.mark.parametrize("text,seconds", [("30s", 30), ("5m", 300), ("24h", 86400), ("7d", 604800)])
+def test_parse_window(text: str, seconds: int) -> None:
+    assert parse_window(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["5", "m", "-5m", "5w", "1.5h", "32d", "0m", "5m; drop table"])
+def test_parse_window_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_window(text)
+
+
+def metrics_app(make_app, **config):
+    ext = V2Rollout()
+
+    def v2(req: dict) -> float:
+        if req["i"] % 10 == 0:
+            raise Fallback("insufficient_weeks")
+        if req["i"] % 10 == 1:
+            raise KeyError("opponent")
+        return float(req["i"])
+
+    ext.register("calc", v1=lambda req: float(req["i"]), v2=v2, subject=lambda req: req["player"])
+    app, _ = make_app(ext, **config)
+    return app, ext
+
+
+def test_window_figures_after_a_known_sequence(make_app) -> None:
+    app, ext = metrics_app(make_app, V2ROLLOUT_DEFAULTS={"v2_rollout_percentage": 50})
+
+    @ext.probe("qbs_with_v2_data_pct")
+    def coverage() -> float:
+        return 83.5
+
+    @ext.probe("broken_probe")
+    def broken() -> float:
+        raise OSError("no data")
+
+    durations: dict[str, list[float]] = {"v1": [], "v2": []}
+    reasons: list[str] = []
+    players = ["Patrick Mahomes"] * 5 + ["Josh Allen"] * 3 + ["Jalen Hurts"] * 2
+    with app.app_context():
+        for i in range(2_000):
+            o = ext.calculate("calc", {"i": i, "player": players[i % 10]}, user_id=f"user-{i % 400}")
+            durations[o.assigned].append(o.duration_ms)
+            if o.fallback_reason:
+                reasons.append(o.fallback_reason)
+        assert ext.flush()
+        m = ext.metrics("calc", "5m")
+    v1, v2 = m["arms"]["v1"], m["arms"]["v2"]
+    assert v1["calculations"] == len(durations["v1"]) and v2["calculations"] == len(durations["v2"])
+    assert v1["calculations"] + v2["calculations"] == 2_000
+    assert v2["fallbacks"] == len(reasons) > 0
+    assert v2["fallbacks_by_reason"] == {"insufficient_weeks": reasons.count("insufficient_weeks"),
+                                         "exception:KeyError": reasons.count("exception:KeyError")}
+    assert v2["errors"] == reasons.count("exception:KeyError")
+    assert v2["error_rate_pct"] == pytest.approx(v2["errors"] / v2["calculations"] * 100)
+    assert v2["fallback_rate_pct"] == pytest.approx(len(reasons) / v2["calculations"] * 100)
+    assert v1["errors"] == 0 and v1["unhandled"] == 0
+    for arm in ("v1", "v2"):
+        assert m["arms"][arm]["p95_ms"] == pytest.approx(exact_percentile(durations[arm], 0.95), rel=0.02)
+        assert m["arms"][arm]["per_min"] == pytest.approx(m["arms"][arm]["calculations"] / 5)
+    assert v1["users"] + v2["users"] == 400
+    assert m["top_subjects"] == [["Patrick Mahomes", 1000.0], ["Josh Allen", 600.0], ["Jalen Hurts", 400.0]] or \
+        m["top_subjects"] == [("Patrick Mahomes", 1000.0), ("Josh Allen", 600.0), ("Jalen Hurts", 400.0)]
+    assert m["availability_pct"] == 100.0
+    assert m["probes"] == {"qbs_with_v2_data_pct": 83.5, "broken_probe": None}
+
+
+def test_conversions_per_arm(make_app) -> None:
+    ext = V2Rollout()
+    ext.register("calc", v1=lambda x: x, v2=lambda x: x * 10)
+    app, _ = make_app(ext, V2ROLLOUT_DEFAULTS={"v2_rollout_percentage": 50})
+
+    @app.post("/convert")
+    def convert():
+        ext.track_conversion("calc")
+        return "", 204
+
+    @ext.user_loader
+    def uid():
+        from flask import request
+        return request.headers.get("X-User")
+
+    client = app.test_client()
+    arms = {}
+    for i in range(200):
+        r = client.get(f"/calc/{i}", headers={"X-User": f"u{i}"})
+        arms[f"u{i}"] = r.get_json()["assigned"]
+        if i % 4 == 0:
+            client.post("/convert", headers={"X-User": f"u{i}"})
+    with app.app_context():
+        ext.flush()
+        m = ext.metrics("calc")
+    for arm in ("v1", "v2"):
+        users = [u for u, a in arms.items() if a == arm]
+        converted = [u for u in users if int(u[1:]) % 4 == 0]
+        assert m["arms"][arm]["users"] == len(users)
+        assert m["arms"][arm]["converted_users"] == len(converted)
+        assert m["arms"][arm]["conversion_rate_pct"] == pytest.approx(len(converted) / len(users) * 100)
+    assert m["conversion_ratio"] == pytest.approx(
+        m["arms"]["v2"]["conversion_rate_pct"] / m["arms"]["v1"]["conversion_rate_pct"])
+
+
+def test_unhandled_errors_are_counted_once_and_lower_availability(make_app) -> None:
+    ext = V2Rollout()
+
+    def v1(x: int) -> int:
+        if x < 0:
+            raise ValueError("negative")
+        return x
+
+    ext.register("calc", v1=v1, v2=v1)
+    app, _ = make_app(ext)
+    with app.app_context():
+        for x in (-1, -2, 3, 4):
+            try:
+                ext.calculate("calc", x, user_id="u")
+            except ValueError:
+                pass
+        ext.flush()
+        m = ext.metrics("calc")
+    assert m["arms"]["v1"]["calculations"] == 4
+    assert m["arms"]["v1"]["unhandled"] == 2 and m["arms"]["v1"]["errors_by_type"] == {"ValueError": 2}
+    assert m["availability_pct"] == 50.0
+
+
+def test_store_down_during_traffic_loses_and_doubles_nothing(make_app, tmp_path: Path) -> None:
+    db = tmp_path / "metrics.db"
+    app, ext = metrics_app(make_app, V2ROLLOUT_DATABASE_URI=f"sqlite:///{db}",
+                           V2ROLLOUT_DEFAULTS={"v2_rollout_percentage": 50})
+    with app.app_context():
+        for i in range(300):
+            ext.calculate("calc", {"i": i, "player": "A"}, user_id=f"u{i}")
+        assert ext.flush()
+        con = sqlite3.connect(db)
+        con.execute("ALTER TABLE v2rollout_counters RENAME TO v2rollout_counters_away")
+        con.commit()
+        for round_ in range(3):
+            for i in range(100):
+                ext.calculate("calc", {"i": i, "player": "A"}, user_id=f"u{i}")
+            assert not ext.flush()
+        health = ext.health()["metrics"]
+        assert health["backlog"] == 3 and health["flush_failures"] == 3
+        con.execute("ALTER TABLE v2rollout_counters_away RENAME TO v2rollout_counters")
+        con.commit()
+        con.close()
+        assert ext.flush()
+        assert ext.health()["metrics"]["backlog"] == 0
+        m = ext.metrics("calc")
+    assert m["arms"]["v1"]["calculations"] + m["arms"]["v2"]["calculations"] == 600
+    assert m["db_errors"] == 3
+
+
+def test_a_batch_applied_twice_is_counted_once(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    metadata.create_all(engine)
+    recorder = Recorder()
+    store = MetricStore(lambda: engine, recorder, ensure_tables=lambda: None)
+    now = time.time()
+    batch = Batch({("calc", "v1", int(now // 60) * 60, "calculations", ""): 7.0}, {})
+    store._apply("batch-1", batch)
+    store._apply("batch-1", batch)  # a retry after a commit whose acknowledgement was lost
+    assert store.window("calc", 300)["arms"]["v1"]["calculations"] == 7
+
+
+def test_retention_prunes_old_rows_at_flush(make_app) -> None:
+    app, ext = metrics_app(make_app, V2ROLLOUT_METRICS_RETENTION_DAYS=30)
+    old = time.time() - 40 * 86400
+    with app.app_context():
+        state = app.extensions["v2rollout"]
+        state.recorder.clock = lambda: old
+        ext.calculate("calc", {"i": 2, "player": "A"}, user_id="old")
+        assert state.metric_store.flush()  # written, not yet pruned
+        assert ext.metrics("calc", "31d", now=old)["arms"]["v1"]["calculations"] == 1
+        state.recorder.clock = time.time
+        ext.calculate("calc", {"i": 2, "player": "A"}, user_id="new")
+        assert ext.flush()  # a flush cycle prunes rows past the retention
+        assert ext.metrics("calc", "31d", now=old)["arms"]["v1"]["calculations"] == 0
+        assert ext.metrics("calc", "5m")["arms"]["v1"]["calculations"] == 1
+
+
+def test_series_gives_one_point_per_minute(make_app) -> None:
+    app, ext = metrics_app(make_app)
+    with app.app_context():
+        for i in range(30):
+            ext.calculate("calc", {"i": i, "player": "A"}, user_id="u")
+        ext.flush()
+        points = ext.series("calc", "1h")
+    assert len(points) == 60
+    assert points[-1]["arms"]["v1"]["calculations"] == 30
+    assert all(p["minute"] % 60 == 0 for p in points)
