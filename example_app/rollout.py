@@ -1,0 +1,82 @@
+"""The ``qb_td`` rollout: how this app hands its two calculators to Flask-V2Rollout.
+
+Registered once at import, like any Flask extension object; every app made by
+``create_app`` serves it through ``rollout.init_app(app)``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from flask import current_app, request
+
+from flask_v2rollout import V2Rollout
+
+from . import probes
+from .calculators import Edge, EdgeCalculator, EdgeRequest, QBTDCalculatorV2
+from .db import database_path, get_db
+
+ROLLOUT = "qb_td"
+#: Longest user id accepted from the gateway header.
+MAX_USER_ID_LENGTH = 128
+
+rollout = V2Rollout()
+
+
+@rollout.user_loader
+def user_from_gateway() -> str | None:
+    """The caller's id from ``X-User-Id``.
+
+    This demo service sits behind an authentication gateway that sets the header
+    after authenticating the caller; a service reachable directly must not trust
+    it. Without it the extension keeps a sticky anonymous id in the session.
+    """
+    uid = request.headers.get("X-User-Id", "").strip()
+    return uid if 0 < len(uid) <= MAX_USER_ID_LENGTH else None
+
+
+def current_season() -> int:
+    return int(current_app.config["NFL_SEASON"])
+
+
+def edge_v1(req: EdgeRequest) -> Edge:
+    """v1 for one request (``calculate_edges`` is the calculators' batch interface)."""
+    return EdgeCalculator(get_db(), current_season()).calculate_edges([req])["edges"][0]
+
+
+def edge_v2(req: EdgeRequest) -> Edge:
+    """v2 for one request; its ``Fallback`` makes the extension serve v1."""
+    return QBTDCalculatorV2(get_db(), current_season()).calculate_edges([req])["edges"][0]
+
+
+rollout.register(
+    ROLLOUT,
+    v1=edge_v1,
+    v2=edge_v2,
+    subject=lambda req: req["player"],
+    extract="edge",
+    metadata=lambda edge: edge["metadata"],
+)
+
+
+def _with_app_config(func: Callable[..., Any], *, season: bool) -> Callable[[], Any]:
+    """A zero-argument probe/check reading the current app's database (and season)."""
+    def run() -> Any:
+        return func(database_path(), current_season()) if season else func(database_path())
+    run.__name__ = func.__name__
+    run.__doc__ = func.__doc__
+    return run
+
+
+# The probe/check APIs arrive in a later version of the extension; register when present.
+if hasattr(rollout, "probe"):
+    rollout.probe("qbs_with_v2_data_pct")(_with_app_config(probes.qbs_with_v2_data_pct, season=True))
+    rollout.probe("weeks_of_data_available")(_with_app_config(probes.weeks_of_data_available, season=True))
+    rollout.probe("last_game_log_import_hours_ago")(
+        _with_app_config(probes.last_game_log_import_hours_ago, season=False)
+    )
+if hasattr(rollout, "check"):
+    rollout.check("indexes_present")(_with_app_config(probes.indexes_present, season=False))
+    rollout.check("integrity_check")(_with_app_config(probes.integrity_check, season=False))
+    rollout.check("v2_query_uses_composite_index")(
+        _with_app_config(probes.v2_query_uses_composite_index, season=False)
+    )
