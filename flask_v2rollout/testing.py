@@ -1,0 +1,180 @@
+"""pytest helpers for apps that use Flask-V2Rollout (a ``pytest11`` plugin).
+
+Nothing here runs unless a test asks for it: a fixture by name, or the
+``v2rollout`` marker. Works with pytest-flask's ``app`` fixture (the fixtures
+below take the app from it) and, through the plain functions, with any app.
+
+* ``force_version(app, "qb_td", "v2")`` / ``@pytest.mark.v2rollout(qb_td="v2")``
+  — pin a version whatever the flags say; undone afterwards.
+* ``v2rollout_shadow_sync`` — shadow work runs on the calling thread, so it has
+  happened by the time ``calculate()`` returns.
+* ``v2rollout_clock`` — a controllable clock for metrics windows, gates and the
+  autopilot: ``clock.advance(hours=72)``.
+* ``v2rollout_telemetry`` — in-memory span exporter and metric reader wired
+  into the extension (never the global providers); ``spans_named(...)``.
+* ``record_signals()`` / ``v2rollout_signals`` — capture the extension's signals.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import pytest
+from flask import Flask
+
+from . import signals as _signals
+
+MARKER = "v2rollout"
+_SIGNALS = {
+    name: value for name, value in vars(_signals).items()
+    if hasattr(value, "connect") and hasattr(value, "send")
+}
+
+
+def _state(app: Flask) -> Any:
+    try:
+        return app.extensions["v2rollout"]
+    except KeyError:
+        raise RuntimeError("V2Rollout is not initialised on this app (call rollout.init_app(app)).") from None
+
+
+@contextmanager
+def force_version(app: Flask, rollout: str, version: str) -> Iterator[None]:
+    """Serve ``version`` of ``rollout`` to every user of ``app`` inside the block."""
+    if version not in ("v1", "v2"):
+        raise ValueError(f"version must be 'v1' or 'v2', got {version!r}")
+    state = _state(app)
+    state.ext._rollout(rollout)
+    had, previous = rollout in state.forced, state.forced.get(rollout)
+    state.forced[rollout] = version
+    try:
+        yield
+    finally:
+        if had:
+            state.forced[rollout] = previous
+        else:
+            state.forced.pop(rollout, None)
+
+
+@contextmanager
+def shadow_sync(app: Flask) -> Iterator[None]:
+    """Run shadow work on the calling thread inside the block."""
+    runner = _state(app).shadow
+    previous, runner.synchronous = runner.synchronous, True
+    try:
+        yield
+    finally:
+        runner.synchronous = previous
+
+
+class Clock:
+    """A wall clock that moves only when told to."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else float(start)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float = 0.0, *, minutes: float = 0.0, hours: float = 0.0, days: float = 0.0) -> float:
+        self.now += seconds + 60 * minutes + 3600 * hours + 86400 * days
+        return self.now
+
+
+@contextmanager
+def use_clock(app: Flask, clock: Clock) -> Iterator[Clock]:
+    """Let ``clock`` drive the app's metrics, windows, gates and autopilot."""
+    state = _state(app)
+    previous, state.clock = state.clock, clock
+    try:
+        yield clock
+    finally:
+        state.clock = previous
+
+
+@dataclass
+class SignalLog:
+    """Signals received, in order: ``(signal_name, sender, kwargs)``."""
+
+    events: list[tuple[str, Any, dict[str, Any]]] = field(default_factory=list)
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [kwargs for n, _, kwargs in self.events if n == name]
+
+
+@contextmanager
+def record_signals(app: Flask | None = None) -> Iterator[SignalLog]:
+    """Capture every Flask-V2Rollout signal (of ``app`` only, when given) inside the block."""
+    log = SignalLog()
+    receivers = []
+    for name, signal in _SIGNALS.items():
+        def receiver(sender: Any, _name: str = name, **kwargs: Any) -> None:
+            log.events.append((_name, sender, kwargs))
+        receivers.append((signal, receiver))
+        if app is None:
+            signal.connect(receiver, weak=False)
+        else:
+            signal.connect(receiver, sender=app, weak=False)
+    try:
+        yield log
+    finally:
+        for signal, receiver in receivers:
+            signal.disconnect(receiver)
+
+
+# -- pytest fixtures and marker ------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{MARKER}(**versions): pin rollout versions for this test, e.g. {MARKER}(qb_td='v2')"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker(MARKER) is not None and "_v2rollout_marker" not in item.fixturenames:
+            item.fixturenames.append("_v2rollout_marker")  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def _v2rollout_marker(request: pytest.FixtureRequest) -> Iterator[None]:
+    app = request.getfixturevalue("app")
+    pins: dict[str, str] = {}
+    for marker in reversed(list(request.node.iter_markers(MARKER))):
+        pins.update(marker.kwargs)
+    with _pinned(app, pins):
+        yield
+
+
+@contextmanager
+def _pinned(app: Flask, pins: dict[str, str]) -> Iterator[None]:
+    if not pins:
+        yield
+        return
+    (name, version), *rest = pins.items()
+    with force_version(app, name, version), _pinned(app, dict(rest)):
+        yield
+
+
+@pytest.fixture
+def v2rollout_shadow_sync(app: Flask) -> Iterator[None]:
+    """Shadow work runs before ``calculate()`` returns, for the whole test."""
+    with shadow_sync(app):
+        yield
+
+
+@pytest.fixture
+def v2rollout_clock(app: Flask) -> Iterator[Clock]:
+    """A :class:`Clock` driving the app's metrics and gates, starting at the real time."""
+    with use_clock(app, Clock()) as clock:
+        yield clock
+
+
+@pytest.fixture
+def v2rollout_signals(app: Flask) -> Iterator[SignalLog]:
+    """Every signal the app's extension sends during the test."""
+    with record_signals(app) as log:
+        yield log
