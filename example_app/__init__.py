@@ -26,6 +26,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, instance_path: s
     app.config.from_mapping(
         NFL_DATABASE=os.path.join(app.instance_path, "nfl_betting.db"),
         NFL_SEASON=CURRENT_SEASON,
+        # Share of v2 calls that fail on purpose (0–1), to rehearse fallback and rollback.
+        V2_FAULT_RATE=0.0,
         MAX_CONTENT_LENGTH=16 * 1024,
         # The runbook's starting point: nobody on v2, v2 computed in the shadow.
         V2ROLLOUT_DEFAULTS={"v2_rollout_percentage": 0, "v2_shadow_mode_enabled": True},

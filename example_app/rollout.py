@@ -5,6 +5,7 @@ Registered once at import, like any Flask extension object; every app made by
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable
 
 from flask import current_app, request
@@ -43,8 +44,20 @@ def edge_v1(req: EdgeRequest) -> Edge:
     return EdgeCalculator(get_db(), current_season()).calculate_edges([req])["edges"][0]
 
 
+class InjectedFault(RuntimeError):
+    """Raised by v2 when ``V2_FAULT_RATE`` asks for it: rehearse rollback and fallback (runbook checklist)."""
+
+
+_v2_calls = itertools.count()
+
+
 def edge_v2(req: EdgeRequest) -> Edge:
     """v2 for one request; its ``Fallback`` makes the extension serve v1."""
+    rate = float(current_app.config.get("V2_FAULT_RATE", 0.0))
+    if rate:
+        n = next(_v2_calls)  # spread evenly: after any n calls, round(n × rate) have failed, give or take one
+        if int((n + 1) * rate) > int(n * rate):
+            raise InjectedFault(f"injected v2 fault (V2_FAULT_RATE={rate:g})")
     return QBTDCalculatorV2(get_db(), current_season()).calculate_edges([req])["edges"][0]
 
 
@@ -67,16 +80,11 @@ def _with_app_config(func: Callable[..., Any], *, season: bool) -> Callable[[], 
     return run
 
 
-# The probe/check APIs arrive in a later version of the extension; register when present.
-if hasattr(rollout, "probe"):
-    rollout.probe("qbs_with_v2_data_pct")(_with_app_config(probes.qbs_with_v2_data_pct, season=True))
-    rollout.probe("weeks_of_data_available")(_with_app_config(probes.weeks_of_data_available, season=True))
-    rollout.probe("last_game_log_import_hours_ago")(
-        _with_app_config(probes.last_game_log_import_hours_ago, season=False)
-    )
-if hasattr(rollout, "check"):
-    rollout.check("indexes_present")(_with_app_config(probes.indexes_present, season=False))
-    rollout.check("integrity_check")(_with_app_config(probes.integrity_check, season=False))
-    rollout.check("v2_query_uses_composite_index")(
-        _with_app_config(probes.v2_query_uses_composite_index, season=False)
-    )
+rollout.probe("qbs_with_v2_data_pct")(_with_app_config(probes.qbs_with_v2_data_pct, season=True))
+rollout.probe("weeks_of_data_available")(_with_app_config(probes.weeks_of_data_available, season=True))
+rollout.probe("last_game_log_import_hours_ago")(_with_app_config(probes.last_game_log_import_hours_ago, season=False))
+rollout.verify_check("indexes_present")(_with_app_config(probes.indexes_present, season=False))
+rollout.verify_check("integrity_check")(_with_app_config(probes.integrity_check, season=False))
+rollout.verify_check("v2_query_uses_composite_index")(
+    _with_app_config(probes.v2_query_uses_composite_index, season=False)
+)

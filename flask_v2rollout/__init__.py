@@ -1,6 +1,6 @@
 """Flask-V2Rollout: roll a calculation from v1 to v2, safely and observably."""
 from .dispatch import Outcome
-from .errors import ConflictError, Fallback, FlagError, RolloutError, UnknownRollout
+from .errors import ConflictError, Fallback, FlagError, GateError, RolloutError, UnknownRollout
 from .extension import V2Rollout
 from .flags import FLAG_NAMES
 
@@ -12,5 +12,6 @@ __all__ = [
     "RolloutError",
     "FlagError",
     "ConflictError",
+    "GateError",
     "UnknownRollout",
 ]

@@ -172,3 +172,105 @@ def metrics(rollout_name: str | None, window: str, as_json: bool) -> None:
         return "\n".join(out)
 
     _emit(data, as_json, text)
+
+
+def _gate_text(g: dict[str, Any]) -> str:
+    lines = [f"{g['rollout']}: stage {g['stage']} -> {g['to_stage'] or '(last)'}: gate {g['gate']} {g['decision']}"]
+    for c in g["criteria"]:
+        value = "–" if c["value"] is None else c["value"]
+        lines.append(f"  [{c['verdict']:>12}] {c['kind']:7} {c['description']}: {value}"
+                     + (f" (threshold {c['threshold']})" if c["threshold"] else ""))
+    lines += [f"  reason: {r}" for r in g["reasons"]]
+    m = g["matrix"]
+    lines.append(f"  rollback matrix: {m['severity']} — {m['action']}"
+                 + (f" ({'; '.join(m['signals'])})" if m["signals"] else ""))
+    return "\n".join(lines)
+
+
+@cli.command("gate")
+@rollout_option
+@json_option
+@with_appcontext
+@_operator_errors
+def gate(rollout_name: str | None, as_json: bool) -> None:
+    """The current gate's decision with every criterion (exit 0 whatever it says)."""
+    _emit(_ext().gate(_rollout_name(rollout_name)), as_json, _gate_text)
+
+
+@cli.command("advance")
+@rollout_option
+@reason_option
+@actor_option
+@with_appcontext
+@_operator_errors
+def advance(rollout_name: str | None, reason: str | None, actor: str | None) -> None:
+    """Move to the next stage; refused unless the gate says GO."""
+    name = _rollout_name(rollout_name)
+    changes = _ext().advance(name, actor=_actor(actor), reason=reason)
+    click.echo(f"{name}: " + ", ".join(f"{c.flag} {c.old} -> {c.new}" for c in changes))
+
+
+@cli.command("alerts")
+@rollout_option
+@click.option("--history", is_flag=True, help="Past transitions instead of active alerts.")
+@json_option
+@with_appcontext
+@_operator_errors
+def alerts(rollout_name: str | None, history: bool, as_json: bool) -> None:
+    """Active (pending/firing) alerts, or their history."""
+    ext = _ext()
+    name = _rollout_name(rollout_name) if rollout_name else None
+    rows = ext.alert_history(name) if history else ext.alerts(name)
+    if history:
+        _emit(rows, as_json, lambda rs: "\n".join(
+            f"{r['at']:.0f}  {r['rollout']}  {r['rule']} {r['event']} ({r['severity']})" for r in rs) or "no alerts yet")
+    else:
+        _emit(rows, as_json, lambda rs: "\n".join(
+            f"{r['rollout']}  {r['severity']}  {r['rule']}: {r['state']} — {r['action']}" for r in rs) or "no active alerts")
+
+
+@cli.command("evaluate")
+@json_option
+@with_appcontext
+@_operator_errors
+def evaluate_cmd(as_json: bool) -> None:
+    """Flush, then evaluate alerts, auto-rollback and autopilot now."""
+    report = _ext().evaluate()
+    if report is None:
+        raise click.ClickException("another process is evaluating (lease held); try again shortly")
+    _emit(report, as_json, lambda r: "\n".join(
+        f"{name}: {len(v['transitions'])} alert transition(s)"
+        + (", rolled back to 0 %" if v["auto_rollback"] else "")
+        + (f", autopilot {v['autopilot']['kind']}: {v['autopilot']['reason']}" if v["autopilot"] else "")
+        for name, v in r.items()))
+
+
+@cli.command("check")
+@click.argument("check_name")
+@click.option("--pass/--fail", "passed", default=None, help="The verdict (required).")
+@click.option("--note", help="Free text stored with the check.")
+@rollout_option
+@actor_option
+@json_option
+@with_appcontext
+@_operator_errors
+def check(check_name: str, passed: bool | None, note: str | None, rollout_name: str | None, actor: str | None,
+          as_json: bool) -> None:
+    """Record a manual gate criterion, e.g. `check team_confident --pass`."""
+    if passed is None:
+        raise click.UsageError("say --pass or --fail")
+    name = _rollout_name(rollout_name)
+    row = _ext().record_check(name, check_name, passed, actor=_actor(actor), note=note)
+    _emit(row, as_json, lambda r: f"{name}: {r['check']} {'PASS' if r['passed'] else 'FAIL'} by {r['actor']}")
+
+
+@cli.command("verify")
+@json_option
+@with_appcontext
+@_operator_errors
+def verify(as_json: bool) -> None:
+    """The pre-deployment checklist; exits 1 if any check FAILs."""
+    results = _ext().verify()
+    _emit(results, as_json, lambda rs: "\n".join(f"{r['status']}  {r['check']}: {r['detail']}" for r in rs))
+    if any(r["status"] == "FAIL" for r in results):
+        raise SystemExit(1)

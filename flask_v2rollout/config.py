@@ -39,6 +39,37 @@ DEFAULTS: dict[str, Any] = {
     # Metrics: seconds between flushes of each process's counters to SQL; days kept.
     "V2ROLLOUT_METRICS_FLUSH_S": 5.0,
     "V2ROLLOUT_METRICS_RETENTION_DAYS": 30.0,
-    # Admin blueprint.
+    # Stages, gates and alerts (docs/operations.md). Minimum stage durations in seconds by stage
+    # name, over the runbook's 24 h / 48 h / 72 h / 14 d; samples a criterion needs before it is judged.
+    "V2ROLLOUT_STAGE_DURATIONS": {},
+    "V2ROLLOUT_GATE_MIN_CALCULATIONS": 200,
+    "V2ROLLOUT_GATE_MIN_USERS": 100,
+    # Alert rules file (YAML); None: the runbook's v2_alerts.yaml shipped with the package.
+    "V2ROLLOUT_ALERT_RULES": None,
+    # Window the alert metrics are computed over, seconds.
+    "V2ROLLOUT_ALERT_WINDOW_S": 300,
+    # Seconds between evaluations (run after a metrics flush, under a SQL lease held this long).
+    "V2ROLLOUT_EVALUATE_EVERY_S": 30.0,
+    "V2ROLLOUT_LEASE_S": 30.0,
+    # A CRITICAL alert rolls the rollout back to 0 % (once, audited as "auto-rollback").
+    "V2ROLLOUT_AUTO_ROLLBACK": True,
+    # Seconds the autopilot waits after a percentage change before its next step (runbook: 30 min).
+    "V2ROLLOUT_WATCH_INTERVAL_S": 1800.0,
+    # Alert webhook: JSON POST of every alert transition (None: off).
+    "V2ROLLOUT_WEBHOOK_URL": None,
+    "V2ROLLOUT_WEBHOOK_TIMEOUT_S": 5.0,
+    "V2ROLLOUT_WEBHOOK_RETRIES": 2,
+    # OpenTelemetry spans, evaluation events and metrics (docs/observability.md); user ids are sent as
+    # feature_flag.context.id only when the host opts in (they are personal data).
+    "V2ROLLOUT_OTEL_ENABLED": True,
+    "V2ROLLOUT_OTEL_INCLUDE_USER_ID": False,
+    # Admin blueprint (HTML dashboard + JSON API), closed until a token or
+    # ``@rollout.admin_required`` is configured.
     "V2ROLLOUT_URL_PREFIX": "/v2rollout",
+    # Bearer token for the admin API and the dashboard's sign-in form (None: no token).
+    "V2ROLLOUT_ADMIN_TOKEN": None,
+    # Actor recorded in the audit log for changes made with the token.
+    "V2ROLLOUT_ADMIN_TOKEN_ACTOR": "token",
+    # Seconds between refreshes of the dashboard's live panel (0: no refresh).
+    "V2ROLLOUT_ADMIN_REFRESH_S": 15,
 }

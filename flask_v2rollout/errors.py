@@ -46,3 +46,7 @@ class ConflictError(RolloutError):
         self.rollout = rollout
         self.expected = expected
         self.actual = actual
+
+
+class GateError(RolloutError):
+    """The gate does not allow the requested move (not GO); nothing was changed."""

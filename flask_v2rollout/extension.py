@@ -4,25 +4,36 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import time
 import weakref
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from flask import Flask, current_app, g, has_request_context
+from opentelemetry import _logs as otel_logs
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace as otel_trace
 from sqlalchemy import Engine, create_engine, event
 
 from . import signals
+from .admin import register_admin
 from .bucketing import assign, fine_bucket
 from .compare import Comparator, Extractor, as_extractor, number_of
 from .config import DEFAULTS
 from .dispatch import Calculator, Outcome, qualified_name, run
-from .errors import FlagError, UnknownRollout
-from .flags import FLAG_NAMES, PERCENTAGE, RUNBOOK_DEFAULTS, FlagChange, FlagSnapshot, FlagStore, validate_flags
+from .errors import FlagError, GateError, UnknownRollout
+from .evaluator import Evaluator
+from .gates import MANUAL_CHECKS
+from .flags import FLAG_NAMES, PERCENTAGE, RUNBOOK_DEFAULTS, SHADOW, FlagChange, FlagSnapshot, FlagStore, validate_flags
 from .identity import UserLoader, resolve_user_id
 from .jsonlog import JsonlLog
 from .metric_store import Flusher, MetricStore
 from .metrics import Recorder, parse_window
+from .models import checks_table
 from .shadow import ShadowRunner, submit_shadow
+from .telemetry import Telemetry
+from .verify import run_checks
 
 log = logging.getLogger("flask_v2rollout")
 
@@ -67,7 +78,11 @@ class _State:
         self.db = db
         self._engine: Engine | None = None
         cfg = app.config
-        self.recorder = Recorder(slow_ms=float(cfg["V2ROLLOUT_SLOW_CALL_MS"]))
+        #: wall clock of this app's metrics, windows and gates (the testing kit replaces it)
+        self.clock: Callable[[], float] = time.time
+        #: versions pinned by the testing kit, whatever the flags say
+        self.forced: dict[str, str] = {}
+        self.recorder = Recorder(clock=lambda: self.clock(), slow_ms=float(cfg["V2ROLLOUT_SLOW_CALL_MS"]))
         self.store = FlagStore(
             self.engine,
             ttl=float(cfg["V2ROLLOUT_FLAG_TTL_S"]),
@@ -75,6 +90,7 @@ class _State:
             create_tables=bool(cfg["V2ROLLOUT_CREATE_TABLES"]),
             error_log_interval=float(cfg["V2ROLLOUT_STORE_ERROR_LOG_INTERVAL_S"]),
             on_failure=lambda: self.recorder.db_failure("flags"),
+            wall_clock=lambda: self.clock(),
         )
         self.app_defaults = _check_defaults(cfg["V2ROLLOUT_DEFAULTS"])
         self.use_login = bool(cfg["V2ROLLOUT_USE_FLASK_LOGIN"])
@@ -100,6 +116,7 @@ class _State:
             retention_days=float(cfg["V2ROLLOUT_METRICS_RETENTION_DAYS"]),
             probes=self.sample_probes,
             after_flush=self.after_flush,
+            clock=lambda: self.clock(),
         )
         sample = float(cfg["V2ROLLOUT_SHADOW_SAMPLE"])
         if not 0.0 <= sample <= 1.0:
@@ -111,7 +128,15 @@ class _State:
             timeout_s=float(cfg["V2ROLLOUT_SHADOW_TIMEOUT_MS"]) / 1000.0,
             shutdown_s=float(cfg["V2ROLLOUT_SHADOW_SHUTDOWN_S"]),
         )
+        self.telemetry = Telemetry(
+            enabled=bool(cfg["V2ROLLOUT_OTEL_ENABLED"]),
+            include_user_id=bool(cfg["V2ROLLOUT_OTEL_INCLUDE_USER_ID"]),
+            store=self.store, rollouts=ext._rollouts.keys, shadow=self.shadow,
+            tracer_provider=ext._tracer_provider, meter_provider=ext._meter_provider,
+            logger_provider=ext._logger_provider,
+        )
         self._sample_seq = 0
+        self.evaluator = Evaluator(self)
 
     def sample_probes(self) -> dict[str, float | None]:
         """Every host probe's current value; a failing probe reads None (and is logged)."""
@@ -127,7 +152,8 @@ class _State:
         return values
 
     def after_flush(self) -> None:
-        """Work that follows a successful flush (alert evaluation hooks in here)."""
+        """After a successful flush: evaluate alerts, gates and the autopilot when due."""
+        self.evaluator.maybe_run()
 
     def shutdown(self) -> None:
         """At exit: let shadow work finish (bounded), then flush what was counted."""
@@ -224,10 +250,21 @@ class V2Rollout:
     initialised on; each app keeps its own flags store, engine and log.
     """
 
-    def __init__(self, app: Flask | None = None, *, db: Any = None) -> None:
+    def __init__(
+        self, app: Flask | None = None, *, db: Any = None,
+        tracer_provider: otel_trace.TracerProvider | None = None,
+        meter_provider: otel_metrics.MeterProvider | None = None,
+        logger_provider: otel_logs.LoggerProvider | None = None,
+    ) -> None:
+        """The OpenTelemetry providers serve every app of this object; ``None``: the globals, resolved lazily."""
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
+        self._logger_provider = logger_provider
         self._rollouts: dict[str, Rollout] = {}
         self._user_loader: UserLoader | None = None
+        self._admin_required: Callable[[], Any] | None = None
         self._probes: dict[str, Callable[[], Any]] = {}
+        self._verify_checks: dict[str, Callable[[], Any]] = {}
         self._states: "weakref.WeakSet[Flask]" = weakref.WeakSet()
         if app is not None:
             self.init_app(app, db=db)
@@ -244,6 +281,7 @@ class V2Rollout:
         for name in self._rollouts:
             state.store.add_rollout(name)
         app.before_request(self._assign_request)
+        register_admin(app)
         self._states.add(app)
         _at_fork_and_exit(state)
 
@@ -294,6 +332,15 @@ class V2Rollout:
         self._user_loader = func
         return func
 
+    def admin_required(self, func: Callable[[], Any]) -> Callable[[], Any]:
+        """Decorator: ``func()`` returns the admin actor for the current request, or ``None`` to refuse.
+
+        Opens the admin blueprint (closed until this or ``V2ROLLOUT_ADMIN_TOKEN`` is set);
+        what it returns is recorded as the actor of every change made through it.
+        """
+        self._admin_required = func
+        return func
+
     # -- lookups ----------------------------------------------------------------
     @property
     def rollouts(self) -> Mapping[str, Rollout]:
@@ -333,7 +380,10 @@ class V2Rollout:
 
     def _assignment(self, state: _State, rollout: Rollout, uid: str | None) -> Assignment:
         snap = state.store.get(rollout.name)
-        version = assign(uid, snap.percentage, rollout.salt) if uid is not None else "v1"
+        if state.forced and rollout.name in state.forced:
+            version = state.forced[rollout.name]
+        else:
+            version = assign(uid, snap.percentage, rollout.salt) if uid is not None else "v1"
         if signals.version_assigned.receivers:
             signals.version_assigned.send(
                 state.app, rollout=rollout.name, user_id=uid, version=version, percentage=snap.percentage
@@ -368,9 +418,9 @@ class V2Rollout:
         else:
             raise RuntimeError("calculate() outside a request needs user_id=…")
         flags = assignment.flags
-        outcome = run(
+        outcome = state.telemetry.calculate(name, flags, lambda: run(
             name, rollout.v1, rollout.v2, assignment.version, flags.fallback, args, kwargs, assignment.user_id
-        )
+        ))
         self._record(state, rollout, flags, outcome, args, kwargs)
         if outcome.raised is not None:
             raise outcome.raised
@@ -416,20 +466,22 @@ class V2Rollout:
         return decorator
 
     def flush(self) -> bool:
-        """Write this process's pending metrics to SQL now; False if SQL failed (data kept)."""
-        return self._state().flusher.cycle()
+        """Write this process's pending metrics (and probe samples) to SQL now; False if SQL failed (data kept)."""
+        return self._state().flusher.cycle(hooks=False)
 
     def metrics(self, name: str, window: str | int = "5m", *, now: float | None = None) -> dict[str, Any]:
         """Merged figures of every process over a window (``"5m"``, ``"24h"`` or seconds)."""
         self._rollout(name)
         seconds = window if isinstance(window, int) else parse_window(window)
-        return self._state().metric_store.window(name, seconds, now=now)
+        state = self._state()
+        return state.metric_store.window(name, seconds, now=state.clock() if now is None else now)
 
     def series(self, name: str, window: str | int = "1h", *, now: float | None = None) -> list[dict[str, Any]]:
         """Per-minute figures over a window, for charts."""
         self._rollout(name)
         seconds = window if isinstance(window, int) else parse_window(window)
-        return self._state().metric_store.series(name, seconds, now=now)
+        state = self._state()
+        return state.metric_store.series(name, seconds, now=state.clock() if now is None else now)
 
     def stats(self, name: str) -> dict[str, dict[str, dict[str, float]]]:
         """This process's lifetime counters for a rollout: ``{arm: {metric: {key: value}}}``."""
@@ -497,6 +549,92 @@ class V2Rollout:
                 f"rollback target {checked:g} is above the current percentage {current:g}", field="target"
             )
         return self.set_flag(name, PERCENTAGE, checked, actor=actor, reason=reason)
+
+    # -- gates, alerts, checks ------------------------------------------------------------------
+    def gate(self, name: str) -> dict[str, Any]:
+        """The current stage's gate: decision, every criterion, and the rollback matrix's verdict."""
+        self._rollout(name)
+        state = self._state()
+        return state.evaluator.gate(name, state.clock())
+
+    def status(self, name: str) -> dict[str, Any]:
+        """Flags, stage, gate summary, active alerts and the autopilot's last word."""
+        self._rollout(name)
+        state = self._state()
+        snap = state.store.read_fresh(name)
+        gate = self.gate(name)
+        return {
+            "rollout": name, "flags": dict(snap.values), "flag_version": snap.version, "stage": gate["stage"],
+            "gate": {k: gate[k] for k in ("gate", "decision", "reasons", "to_stage", "matrix")},
+            "alerts": state.evaluator.alerts(name),
+            "autopilot": state.evaluator.last_actions.get(name),
+        }
+
+    def advance(self, name: str, *, actor: str, reason: str | None = None) -> list[FlagChange]:
+        """Move to the next stage when its gate says GO (audited); else ``GateError``."""
+        gate = self.gate(name)
+        if gate["decision"] != "GO":
+            why = "; ".join(gate["reasons"][:3]) or "see the gate"
+            raise GateError(f"gate {gate['gate']} is {gate['decision']}: {why}")
+        if gate["to_stage"] is None:
+            raise GateError(f"{name} is at the last stage ({gate['stage']})")
+        stage = next(s for s in self._state().evaluator.stages if s.name == gate["to_stage"])
+        return self.set_flags(name, {PERCENTAGE: stage.percentage, SHADOW: stage.shadow}, actor=actor,
+                              reason=reason or f"gate {gate['gate']} GO")
+
+    def evaluate(self) -> dict[str, Any] | None:
+        """Evaluate alerts, auto-rollback and autopilot now (None: another process holds the lease)."""
+        state = self._state()
+        state.metric_store.flush()
+        return state.evaluator.run()
+
+    def alerts(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Pending and firing alerts."""
+        if name is not None:
+            self._rollout(name)
+        return self._state().evaluator.alerts(name)
+
+    def alert_history(self, name: str | None = None, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Alert transitions (fired, resolved), newest first."""
+        if name is not None:
+            self._rollout(name)
+        return self._state().evaluator.history(name, limit=limit, offset=offset)
+
+    def record_check(self, name: str, check: str, passed: bool, *, actor: str, note: str | None = None) -> dict[str, Any]:
+        """Record a manual gate criterion ("team_confident", …) with who and when."""
+        self._rollout(name)
+        if check not in MANUAL_CHECKS:
+            raise FlagError(f"unknown check {check!r}; manual checks: {', '.join(MANUAL_CHECKS)}", field="check")
+        if not isinstance(passed, bool):
+            raise FlagError(f"passed must be true or false, got {passed!r}", field="passed")
+        if not isinstance(actor, str) or not actor.strip():
+            raise FlagError("actor is required", field="actor")
+        if note is not None and (not isinstance(note, str) or len(note) > 2000):
+            raise FlagError("note must be a string of at most 2000 characters", field="note")
+        state = self._state()
+        state.store.ensure_tables()
+        row = {"rollout": name, "check": check, "passed": int(passed), "actor": actor, "note": note,
+               "created_at": datetime.fromtimestamp(state.clock(), timezone.utc)}
+        with state.engine().begin() as conn:
+            conn.execute(checks_table.insert().values(**row))
+        return {**row, "passed": passed, "created_at": row["created_at"].isoformat()}
+
+    def checks(self, name: str) -> list[dict[str, Any]]:
+        """Every manual check with its latest verdict (None: not recorded yet)."""
+        self._rollout(name)
+        recorded = self._state().evaluator.manual(name)
+        return [{"check": key, "description": text, "passed": recorded.get(key)} for key, text in MANUAL_CHECKS.items()]
+
+    def verify_check(self, name: str) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+        """Decorator: a pre-deployment check for ``flask v2rollout verify``; returns (ok, detail) or a bool."""
+        def decorator(func: Callable[[], Any]) -> Callable[[], Any]:
+            self._verify_checks[name] = func
+            return func
+        return decorator
+
+    def verify(self) -> list[dict[str, Any]]:
+        """The pre-deployment checklist: built-in checks, then the host's; each PASS or FAIL with detail."""
+        return run_checks(self._state(), self._verify_checks)
 
     def health(self) -> dict[str, Any]:
         """This process's view: flag store, metrics flush backlog, shadow queue."""

@@ -16,14 +16,14 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from .errors import ConflictError, FlagError
-from .models import audit_table, flags_table, metadata, utcnow
+from .models import audit_table, flags_table, metadata
 
 log = logging.getLogger("flask_v2rollout.flags")
 
@@ -31,7 +31,9 @@ PERCENTAGE = "v2_rollout_percentage"
 SHADOW = "v2_shadow_mode_enabled"
 MONITORING = "v2_monitoring_enabled"
 FALLBACK = "v2_fallback_enabled"
-FLAG_NAMES = (PERCENTAGE, SHADOW, MONITORING, FALLBACK)
+#: Not one of the runbook's four: lets the evaluator advance and roll back on its own.
+AUTOPILOT = "v2_autopilot_enabled"
+FLAG_NAMES = (PERCENTAGE, SHADOW, MONITORING, FALLBACK, AUTOPILOT)
 
 #: Initial values before ``V2ROLLOUT_DEFAULTS`` and per-rollout defaults are applied.
 RUNBOOK_DEFAULTS: dict[str, Any] = {
@@ -39,6 +41,7 @@ RUNBOOK_DEFAULTS: dict[str, Any] = {
     SHADOW: False,
     MONITORING: True,
     FALLBACK: True,
+    AUTOPILOT: False,
 }
 
 #: Served when SQL has never answered: everyone on v1, no shadow work.
@@ -129,6 +132,10 @@ class FlagSnapshot:
     def fallback(self) -> bool:
         return self.values[FALLBACK]
 
+    @property
+    def autopilot(self) -> bool:
+        return self.values[AUTOPILOT]
+
 
 @dataclass(frozen=True)
 class FlagChange:
@@ -160,6 +167,7 @@ class FlagStore:
         error_log_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         on_failure: Callable[[], None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._engine = engine
         self.ttl = ttl
@@ -170,6 +178,7 @@ class FlagStore:
         self._last_error_log = float("-inf")
         self._clock = clock
         self._on_failure = on_failure
+        self._wall_clock = wall_clock
         self._cache = _Cache()
         self._lock = threading.Lock()
         self._known: set[str] = set()
@@ -264,7 +273,7 @@ class FlagStore:
                 conn.execute(
                     insert(flags_table).values(
                         rollout=name, flags=json.dumps(values, sort_keys=True), version=1,
-                        updated_at=utcnow(), updated_by="init",
+                        updated_at=self._now(), updated_by="init",
                     )
                 )
         except IntegrityError:
@@ -288,6 +297,9 @@ class FlagStore:
                 "v2rollout: flag store unavailable (%s); serving last-known flags "
                 "(%d failures so far)", self.last_error, self.failures,
             )
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._wall_clock(), timezone.utc)
 
     def invalidate(self) -> None:
         """Forget the cache so the next read goes to SQL."""
@@ -334,7 +346,7 @@ class FlagStore:
                 .where(flags_table.c.rollout == rollout, flags_table.c.version == row.version)
                 .values(
                     flags=json.dumps(merged, sort_keys=True), version=row.version + 1,
-                    updated_at=utcnow(), updated_by=actor,
+                    updated_at=self._now(), updated_by=actor,
                 )
             )
             if result.rowcount != 1:
@@ -342,7 +354,7 @@ class FlagStore:
                     select(flags_table.c.version).where(flags_table.c.rollout == rollout)
                 ).scalar()
                 raise ConflictError(rollout, row.version, actual)
-            now = utcnow()
+            now = self._now()
             conn.execute(
                 insert(audit_table),
                 [
@@ -391,6 +403,7 @@ class FlagStore:
                 "old_value": json.loads(r["old_value"]) if r["old_value"] is not None else None,
                 "new_value": json.loads(r["new_value"]), "actor": r["actor"], "reason": r["reason"],
                 "created_at": _iso(r["created_at"]),
+                "at": _aware(r["created_at"]).timestamp(),
             }
             for r in rows
         ]
@@ -404,7 +417,10 @@ class FlagStore:
             return int(conn.execute(query).scalar_one())
 
 
-def _iso(value: Any) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.isoformat()
+def _aware(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything stored is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+def _iso(value: datetime) -> str:
+    return _aware(value).isoformat()

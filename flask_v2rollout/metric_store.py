@@ -153,12 +153,20 @@ class MetricStore:
         return deleted
 
     # -- reading -------------------------------------------------------------------------
-    def window(self, rollout: str, window_s: int, now: float | None = None) -> dict[str, Any]:
-        """Merged figures of every process over the last ``window_s`` seconds."""
+    def window(self, rollout: str, window_s: int, now: float | None = None, *,
+               since: float | None = None, bins: bool = False) -> dict[str, Any]:
+        """Merged figures of every process over the last ``window_s`` seconds (or from ``since``).
+
+        ``bins`` adds the merged latency histograms (for rank tests).
+        """
         self._ensure_tables()
         now = time.time() if now is None else now
         end = minute_of(now)
-        start = minute_of(now - window_s + 60) if window_s >= 60 else end
+        if since is not None:
+            start = minute_of(since)
+            window_s = max(60, end + 60 - start)
+        else:
+            start = minute_of(now - window_s + 60) if window_s >= 60 else end
         c = counters_table.c
         merged: defaultdict[str, defaultdict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
         subjects: dict[str, float] = {}
@@ -189,7 +197,7 @@ class MetricStore:
                 merged[arm][metric][key] = value
         minutes = max(window_s / 60.0, 1 / 60.0)
         arms = {
-            arm: summarize_arm(merged.get(arm, {}), minutes, *users.get(arm, (0, 0)))
+            arm: summarize_arm(merged.get(arm, {}), minutes, *users.get(arm, (0, 0)), bins=bins)
             for arm in ("v1", "v2")
         }
         v1c, v2c = arms["v1"]["conversion_rate_pct"], arms["v2"]["conversion_rate_pct"]
@@ -200,7 +208,7 @@ class MetricStore:
             "window_s": window_s,
             "from_minute": start,
             "arms": arms,
-            "shadow": {arm: summarize_shadow(merged.get(arm, {})) for arm in ("v2", "v1")},
+            "shadow": {arm: summarize_shadow(merged.get(arm, {}), bins=bins) for arm in ("v2", "v1")},
             "conversion_ratio": v2c / v1c if v1c and v2c is not None else None,
             "top_subjects": sorted(subjects.items(), key=lambda kv: (-kv[1], kv[0]))[:10],
             "availability_pct": (total - unhandled) / total * 100.0 if total else None,
@@ -259,8 +267,10 @@ class Flusher:
     """
 
     def __init__(self, store: MetricStore, *, interval_s: float, retention_days: float,
-                 probes: Callable[[], dict[str, float | None]], after_flush: Callable[[], None]) -> None:
+                 probes: Callable[[], dict[str, float | None]], after_flush: Callable[[], None],
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.clock = clock
         self.interval_s = interval_s
         self.retention_days = retention_days
         self._probes = probes
@@ -284,18 +294,22 @@ class Flusher:
         while True:
             self._wake.wait(self.interval_s)
             self._wake.clear()
-            self.cycle()
+            try:
+                self.cycle()
+            except Exception:  # a host probe or hook bug must not stop the flushing
+                log.exception("v2rollout: metrics flush cycle failed")
 
-    def cycle(self) -> bool:
-        """One round: flush, probes, prune (hourly), hooks. False when SQL failed."""
+    def cycle(self, *, hooks: bool = True) -> bool:
+        """One round: flush, probes, prune (hourly), hooks (unless told not to). False when SQL failed."""
         if not self.store.flush():
             return False
         try:
-            self.store.record_probes(self._probes())
+            self.store.record_probes(self._probes(), now=self.clock())
             if time.monotonic() - self._last_prune >= 3600:
-                self.store.prune(self.retention_days)
+                self.store.prune(self.retention_days, now=self.clock())
                 self._last_prune = time.monotonic()
-            self._after_flush()
+            if hooks:
+                self._after_flush()
         except SQLAlchemyError as exc:
             self.store._failed(exc)
             return False

@@ -232,21 +232,23 @@ def _pct(part: float, whole: float) -> float | None:
 
 
 def summarize_arm(metrics: Mapping[str, Mapping[str, float]], minutes: float,
-                  users: int = 0, converted: int = 0) -> dict[str, Any]:
+                  users: int = 0, converted: int = 0, *, bins: bool = False) -> dict[str, Any]:
     """Figures of one arm from its merged ``{metric: {key: value}}``."""
     calcs = sum(metrics.get(CALCULATIONS, {}).values())
-    bins = {int(k): v for k, v in metrics.get(LATENCY, {}).items()}
+    bins_ = {int(k): v for k, v in metrics.get(LATENCY, {}).items()}
     errors = metrics.get(ERROR, {})
     fallbacks = metrics.get(FALLBACK, {})
     unhandled = metrics.get(UNHANDLED, {})
     slow = sum(metrics.get(SLOW, {}).values())
+    extra = {"latency_bins": bins_} if bins else {}
     return {
+        **extra,
         "calculations": int(calcs),
         "per_min": calcs / minutes if minutes else 0.0,
         "avg_ms": sum(metrics.get(DURATION_SUM, {}).values()) / calcs if calcs else None,
-        "p50_ms": percentile(bins, 0.50),
-        "p95_ms": percentile(bins, 0.95),
-        "p99_ms": percentile(bins, 0.99),
+        "p50_ms": percentile(bins_, 0.50),
+        "p95_ms": percentile(bins_, 0.95),
+        "p99_ms": percentile(bins_, 0.99),
         "errors": int(sum(errors.values())),
         "error_rate_pct": _pct(sum(errors.values()), calcs),
         "errors_by_type": {k: int(v) for k, v in errors.items()},
@@ -263,20 +265,21 @@ def summarize_arm(metrics: Mapping[str, Mapping[str, float]], minutes: float,
     }
 
 
-def summarize_shadow(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+def summarize_shadow(metrics: Mapping[str, Mapping[str, float]], *, bins: bool = False) -> dict[str, Any]:
     """Shadow figures of the version that ran off the path."""
     classes = {k: int(v) for k, v in metrics.get(SHADOW, {}).items()}
     numeric = sum(classes.get(c, 0) for c in ("EXACT", "CLOSE", "MODERATE"))
     agreeing = classes.get("EXACT", 0) + classes.get("CLOSE", 0)
     diff_n = sum(metrics.get(SHADOW_DIFF_N, {}).values())
-    bins = {int(k): v for k, v in metrics.get(SHADOW_LATENCY, {}).items()}
+    latency = {int(k): v for k, v in metrics.get(SHADOW_LATENCY, {}).items()}
     return {
+        **({"latency_bins": latency} if bins else {}),
         "compared": sum(classes.values()),
         "by_agreement": classes,
         # EXACT + CLOSE among comparisons where both versions produced a number
         "agreement_rate_pct": _pct(agreeing, numeric),
         "avg_abs_difference": sum(metrics.get(SHADOW_DIFF_SUM, {}).values()) / diff_n if diff_n else None,
-        "p95_ms": percentile(bins, 0.95),
+        "p95_ms": percentile(latency, 0.95),
         "drops": int(sum(metrics.get(SHADOW_DROP, {}).values())),
         "timeouts": int(sum(metrics.get(SHADOW_TIMEOUT, {}).values())),
     }

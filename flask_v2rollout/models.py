@@ -101,3 +101,53 @@ probes_table = Table(
     Column("value", Float, nullable=True),
     PrimaryKeyConstraint("name", "minute", name="pk_v2rollout_probes"),
 )
+
+#: Short leases so exactly one process at a time does a shared job (alert evaluation).
+leases_table = Table(
+    "v2rollout_leases",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+#: Current state of each alert rule per rollout (pending → firing → resolved).
+alert_state_table = Table(
+    "v2rollout_alert_state",
+    metadata,
+    Column("rollout", String(100), nullable=False),
+    Column("rule", String(100), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    PrimaryKeyConstraint("rollout", "rule", name="pk_v2rollout_alert_state"),
+)
+
+#: Every alert transition (fired, resolved), kept as history.
+alert_events_table = Table(
+    "v2rollout_alert_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rollout", String(100), nullable=False),
+    Column("rule", String(100), nullable=False),
+    Column("severity", String(20), nullable=False),
+    Column("event", String(20), nullable=False),
+    Column("value", Float, nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("at", Float, nullable=False),
+    Index("ix_v2rollout_alert_events_rollout_id", "rollout", "id"),
+)
+
+#: Manual gate checks recorded by people (latest per check counts).
+checks_table = Table(
+    "v2rollout_checks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rollout", String(100), nullable=False),
+    Column("check", String(100), nullable=False),
+    Column("passed", Integer, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("note", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Index("ix_v2rollout_checks_rollout_check", "rollout", "check", "id"),
+)

@@ -83,6 +83,8 @@ class ShadowRunner:
         self.max_stuck = workers * 4 if max_stuck is None else max_stuck
         self._pid: int | None = None
         self._start_lock = threading.Lock()
+        #: run jobs on the submitting thread (tests): no queue, no timeout
+        self.synchronous = False
         self._reset()
 
     def _reset(self) -> None:
@@ -122,6 +124,10 @@ class ShadowRunner:
     # -- submit / drain ---------------------------------------------------------
     def submit(self, job: ShadowJob) -> bool:
         """Queue ``job`` without blocking; a full queue drops it (counted through ``on_drop``)."""
+        if self.synchronous:
+            job.started = time.monotonic()
+            job.run(job)
+            return True
         self._ensure_started()
         if self._queue.full():
             job.on_drop(job, "queue_full")
@@ -287,7 +293,7 @@ def _run(job: ShadowJob) -> None:
     work: ShadowWork = job.payload
     rollout = work.rollout
     fn = rollout.v2 if work.version == "v2" else rollout.v1
-    with work.state.app.app_context():
+    with work.state.app.app_context(), work.state.telemetry.shadow_span(job):
         start = perf_counter()
         value: Any = None
         failure: str | None = None
@@ -295,8 +301,9 @@ def _run(job: ShadowJob) -> None:
             value = fn(*work.args, **work.kwargs)
         except Fallback:
             failure = FALLBACK
-        except Exception:
+        except Exception as exc:
             failure = V2_ERROR if work.version == "v2" else "v1_error"
+            work.state.telemetry.shadow_failed(exc)
         duration_ms = (perf_counter() - start) * 1000.0
         if not job.claim():
             return  # timed out: counted by the runner, result discarded
@@ -318,6 +325,7 @@ def _report(work: ShadowWork, comparison: Comparison, value: Any, duration_ms: f
     state.recorder.shadow(
         rollout.name, work.version, comparison.agreement, difference=comparison.difference, duration_ms=duration_ms
     )
+    state.telemetry.shadow_compared(work, comparison)
     if work.monitoring and state.jsonlog is not None:
         v2_value = value if work.version == "v2" else work.primary.value
         metadata = None
@@ -340,8 +348,10 @@ def _report(work: ShadowWork, comparison: Comparison, value: Any, duration_ms: f
 def _timed_out(job: ShadowJob) -> None:
     work: ShadowWork = job.payload
     work.state.recorder.shadow_timeout(work.rollout.name, work.version)
+    work.state.telemetry.shadow_timed_out(job)
 
 
 def _dropped(job: ShadowJob, reason: str) -> None:
     work: ShadowWork = job.payload
     work.state.recorder.shadow_drop(work.rollout.name, work.version, reason)
+    work.state.telemetry.shadow_dropped(work, reason)

@@ -37,3 +37,16 @@ conversion_tracked = _signals.signal("v2rollout-conversion-tracked")
 #: ``comparison`` (:class:`~flask_v2rollout.compare.Comparison`), ``outcome`` (the served Outcome),
 #: ``duration_ms`` (float)
 shadow_compared = _signals.signal("v2rollout-shadow-compared")
+
+#: An alert rule started firing (after its ``for`` duration).
+#: kwargs: ``rollout`` (str), ``rule`` (str), ``severity`` (CRITICAL/HIGH/MEDIUM/LOW), ``values``
+#: (dict of the metrics it read), ``action`` (str), ``description`` (str)
+alert_fired = _signals.signal("v2rollout-alert-fired")
+
+#: A firing alert rule stopped firing. kwargs as :data:`alert_fired`.
+alert_resolved = _signals.signal("v2rollout-alert-resolved")
+
+#: The autopilot decided: advance, roll back or hold.
+#: kwargs: ``rollout`` (str), ``action`` ("advance" | "rollback" | "hold"), ``reason`` (str),
+#: ``target`` (float | None: the new percentage)
+autopilot_acted = _signals.signal("v2rollout-autopilot-acted")

@@ -77,3 +77,20 @@ def racing_writer(instance: str, uri: str, value: float, expected: int, barrier:
             conn.send(("won", value))
         except ConflictError as exc:
             conn.send(("conflict", str(exc)))
+
+
+def racing_evaluator(instance: str, uri: str, barrier: Any, conn: Any) -> None:
+    """Evaluate alerts on a shared store at the same moment as other processes."""
+    from flask import Flask
+
+    from flask_v2rollout import V2Rollout
+
+    ext = V2Rollout()
+    ext.register("calc", v1=lambda x: x, v2=lambda x: x)
+    app = Flask("evaluator", instance_path=instance)
+    app.config.update(V2ROLLOUT_DATABASE_URI=uri)
+    ext.init_app(app)
+    with app.app_context():
+        barrier.wait()
+        report = ext.evaluate()
+    conn.send(None if report is None else {k: v["auto_rollback"] for k, v in report.items()})

@@ -13,7 +13,8 @@ BAD_PERCENTAGES = [100.001, -1, -0.01, 100.01, math.nan, math.inf, -math.inf, "1
 
 
 @pytest.mark.parametrize("value", BAD_BOOLEANS)
-@pytest.mark.parametrize("flag", ["v2_shadow_mode_enabled", "v2_monitoring_enabled", "v2_fallback_enabled"])
+@pytest.mark.parametrize("flag", ["v2_shadow_mode_enabled", "v2_monitoring_enabled", "v2_fallback_enabled",
+                                  "v2_autopilot_enabled"])
 def test_booleans_are_strict(flag: str, value: object) -> None:
     with pytest.raises(FlagError, match=flag):
         validate_flag(flag, value)
@@ -97,7 +98,8 @@ def test_defaults_from_config_and_rollout(make_app) -> None:
     app, _ = make_app(ext, V2ROLLOUT_DEFAULTS={"v2_shadow_mode_enabled": True})
     with app.app_context():
         assert ext.flags("calc") == {"v2_rollout_percentage": 0.0, "v2_shadow_mode_enabled": True,
-                                     "v2_monitoring_enabled": True, "v2_fallback_enabled": True}
+                                     "v2_monitoring_enabled": True, "v2_fallback_enabled": True,
+                                     "v2_autopilot_enabled": False}
         assert ext.flags("other")["v2_rollout_percentage"] == 5.0
 
 

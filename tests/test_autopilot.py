@@ -1,0 +1,157 @@
+"""The runbook's decisions as code: a simulated rollout under a controllable clock."""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+import procs
+from flask_v2rollout import Fallback, GateError, V2Rollout
+from flask_v2rollout.testing import Clock, shadow_sync, use_clock
+
+STAGE_S = {"shadow": 120, "canary": 180, "staged": 240, "full": 300}
+MANUAL = ("zero_complaints", "higher_quality", "team_ready", "team_confident", "satisfaction_kept", "docs_complete")
+
+
+def converts(uid: str) -> bool:
+    """Nine users in ten convert, in both arms alike."""
+    return int(hashlib.md5(f"conv:{uid}".encode()).hexdigest(), 16) % 10 != 0
+
+
+def healthy_v2(x: int) -> float:
+    if x % 10 == 0:
+        raise Fallback("insufficient_weeks")  # 10 % fallback
+    return x + (5.0 if x % 4 == 0 else 0.5)  # ~75 % agreement (EXACT), the rest MODERATE
+
+
+def error_prone_v2(x: int) -> float:
+    if x % 25 < 3:
+        raise KeyError("opponent")  # 12 % errors
+    return x + 0.5
+
+
+def simulation_app(make_app, v2, **config):
+    ext = V2Rollout()
+    ext.register("calc", v1=lambda x: float(x), v2=v2)
+    app, _ = make_app(ext, V2ROLLOUT_STAGE_DURATIONS=STAGE_S, V2ROLLOUT_WATCH_INTERVAL_S=60,
+                      V2ROLLOUT_GATE_MIN_USERS=100, V2ROLLOUT_EVALUATE_EVERY_S=10**9, **config)
+    return app, ext
+
+
+def traffic(app, ext, minute: int, calls: int) -> None:
+    """One simulated minute: ``calls`` requests from distinct users; converting users convert."""
+    with app.app_context():
+        for i in range(calls):
+            uid = f"user-{(minute * calls + i) % 12_000}"
+            with app.test_request_context(headers={"X-User": uid}):
+                app.preprocess_request()
+                ext.calculate("calc", i)
+                if converts(uid):
+                    ext.track_conversion("calc")
+
+
+@pytest.fixture
+def user_from_header():
+    def install(ext: V2Rollout) -> None:
+        from flask import request
+
+        ext.user_loader(lambda: request.headers.get("X-User"))
+    return install
+
+
+def test_autopilot_takes_a_healthy_v2_from_shadow_to_full(make_app, user_from_header) -> None:
+    app, ext = simulation_app(make_app, healthy_v2, V2ROLLOUT_DEFAULTS={
+        "v2_shadow_mode_enabled": True, "v2_autopilot_enabled": True})
+    user_from_header(ext)
+    clock = Clock(start=1_900_000_000)
+    stages_seen = []
+    with use_clock(app, clock), shadow_sync(app):
+        with app.app_context():
+            stage = ext.gate("calc")["stage"]
+        for minute in range(40):
+            with app.app_context():
+                current = ext.gate("calc")["stage"]
+                if not stages_seen or stages_seen[-1] != current:
+                    stages_seen.append(current)
+                    for check in MANUAL:  # the people's part of each gate, confirmed in each stage
+                        ext.record_check("calc", check, True, actor="lead", note=f"{current} review")
+                if current == "full":
+                    break
+            traffic(app, ext, minute, 1_500)
+            with app.app_context():
+                report = ext.evaluate()
+                assert report["calc"]["auto_rollback"] is False
+            clock.advance(minutes=1)
+        with app.app_context():
+            flags = ext.flags("calc", fresh=True)
+            moves = [(r["old_value"], r["new_value"], r["actor"])
+                     for r in reversed(ext.audit("calc")) if r["flag"] == "v2_rollout_percentage"]
+            shadow_moves = [r for r in ext.audit("calc") if r["flag"] == "v2_shadow_mode_enabled"]
+    assert stage == "shadow"
+    assert stages_seen == ["shadow", "canary", "staged", "full"]
+    assert moves == [(0.0, 10.0, "autopilot"), (10.0, 50.0, "autopilot"), (50.0, 100.0, "autopilot")]
+    assert flags["v2_rollout_percentage"] == 100.0 and flags["v2_shadow_mode_enabled"] is False
+    assert shadow_moves[0]["new_value"] is False and shadow_moves[0]["actor"] == "autopilot"
+    assert minute >= sum(STAGE_S[s] for s in ("shadow", "canary", "staged")) / 60  # minimum durations held
+
+
+def test_low_traffic_is_inconclusive_and_never_advances(make_app, user_from_header) -> None:
+    app, ext = simulation_app(make_app, healthy_v2, V2ROLLOUT_DEFAULTS={
+        "v2_shadow_mode_enabled": True, "v2_autopilot_enabled": True})
+    user_from_header(ext)
+    clock = Clock(start=1_900_000_000)
+    with use_clock(app, clock), shadow_sync(app):
+        for minute in range(10):
+            traffic(app, ext, minute, 15)  # 150 calls in all: below the 200-call minimum
+            with app.app_context():
+                ext.evaluate()
+                gate = ext.gate("calc")
+                assert gate["decision"] == "INCONCLUSIVE"
+            clock.advance(minutes=1)
+        with app.app_context():
+            assert ext.flags("calc", fresh=True)["v2_rollout_percentage"] == 0.0
+            assert any("not enough data" in r for r in gate["reasons"])
+            with pytest.raises(GateError, match="INCONCLUSIVE"):
+                ext.advance("calc", actor="ops")
+            assert ext.audit("calc") == []
+
+
+def test_error_spike_rolls_back_once_while_four_evaluators_race(make_app, user_from_header, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    app, ext = simulation_app(make_app, error_prone_v2, V2ROLLOUT_DATABASE_URI=uri)
+    user_from_header(ext)
+    with app.app_context():
+        ext.set_flag("calc", "v2_rollout_percentage", 50, actor="ops", reason="staged")
+    traffic(app, ext, 0, 2_000)
+    with app.app_context():
+        assert ext.flush()
+        assert ext.metrics("calc")["arms"]["v2"]["error_rate_pct"] == pytest.approx(12.0, abs=0.5)
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    pipes, children = [], []
+    for i in range(4):
+        here, there = ctx.Pipe()
+        child = ctx.Process(target=procs.racing_evaluator, args=(str(tmp_path / f"e{i}"), uri, barrier, there))
+        child.start()
+        pipes.append(here)
+        children.append(child)
+    reports = [p.recv() for p in pipes]
+    for child in children:
+        child.join(30)
+    rolled_back = [r for r in reports if r and r["calc"]]
+    assert len(rolled_back) == 1, reports
+    with app.app_context():
+        audit = [r for r in ext.audit("calc") if r["actor"] == "auto-rollback"]
+        assert len(audit) == 1
+        assert audit[0]["old_value"] == 50.0 and audit[0]["new_value"] == 0.0
+        assert audit[0]["reason"].startswith("v2_very_high_error_rate (CRITICAL)")
+        assert ext.flags("calc", fresh=True)["v2_rollout_percentage"] == 0.0
+        fired = [e for e in ext.alert_history("calc") if e["event"] == "fired"]
+        assert sorted(e["rule"] for e in fired) == ["v2_high_error_rate", "v2_moderate_error_rate",
+                                                     "v2_very_high_error_rate"]
+        assert {a["rule"] for a in ext.alerts("calc")} >= {"v2_very_high_error_rate"}
+        # A later evaluation, metrics unchanged: still firing, nothing fires or rolls back again.
+        again = ext.evaluate()
+        assert again["calc"] == {"transitions": [], "auto_rollback": False, "autopilot": None}

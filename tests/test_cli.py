@@ -1,0 +1,112 @@
+"""`flask v2rollout …`: every command works, and bad input exits non-zero with the reason."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flask_v2rollout import V2Rollout
+from flask_v2rollout.cli import cli
+
+
+@pytest.fixture
+def runner(make_app):
+    ext = V2Rollout()
+    ext.register("calc", v1=lambda x: x, v2=lambda x: x)
+    app, _ = make_app(ext)
+    return app.test_cli_runner(), ext, app
+
+
+def invoke(runner, *args: str):
+    return runner.invoke(cli, list(args))
+
+
+def test_status_set_flag_rollback_audit(runner) -> None:
+    r, ext, app = runner
+    assert invoke(r, "status").output.startswith("calc: 0% v2")
+    result = invoke(r, "set-flag", "--flag", "v2_rollout_percentage", "--value", "12.5", "--reason", "canary",
+                    "--actor", "alice")
+    assert result.exit_code == 0 and "0.0 -> 12.5" in result.output
+    result = invoke(r, "rollback", "--target", "0", "--reason", "spike", "--actor", "bob")
+    assert result.exit_code == 0 and "12.5% -> 0%" in result.output
+    rows = json.loads(invoke(r, "audit", "--json").output)
+    assert [(x["actor"], x["reason"]) for x in rows] == [("bob", "spike"), ("alice", "canary")]
+    status = json.loads(invoke(r, "status", "--json").output)
+    assert status[0]["flags"]["v2_rollout_percentage"] == 0.0
+
+
+def test_read_commands_give_json(runner) -> None:
+    r, ext, app = runner
+    for args in (["gate"], ["alerts"], ["alerts", "--history"], ["metrics"], ["evaluate"], ["verify"]):
+        result = invoke(r, *args, "--json")
+        assert result.exit_code in (0, 1), result.output  # verify fails: no log file configured
+        json.loads(result.output)
+
+
+def test_gate_advance_and_manual_checks(runner) -> None:
+    r, ext, app = runner
+    assert "INCONCLUSIVE" in invoke(r, "gate").output
+    result = invoke(r, "advance")
+    assert result.exit_code == 1 and "INCONCLUSIVE" in result.output
+    result = invoke(r, "check", "team_confident", "--pass", "--note", "standup", "--actor", "lead")
+    assert result.exit_code == 0 and "PASS by lead" in result.output
+    with app.app_context():
+        assert {c["check"]: c["passed"] for c in ext.checks("calc")}["team_confident"] is True
+
+
+def test_verify_reports_each_check_and_fails_on_any_fail(runner) -> None:
+    r, ext, app = runner
+
+    @ext.verify_check("data_fresh")
+    def fresh():
+        return False, "last import 30 h ago"
+
+    result = invoke(r, "verify")
+    assert result.exit_code == 1
+    assert "PASS  flag_store" in result.output
+    assert "FAIL  log_directory_writable: V2ROLLOUT_LOG_FILE is not set" in result.output
+    assert "FAIL  data_fresh: last import 30 h ago" in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["set-flag", "--flag", "v2_percent", "--value", "10"], "unknown flag 'v2_percent'"),
+    (["set-flag", "--flag", "v2_rollout_percentage", "--value", "10%"], "must be a number from 0 to 100"),
+    (["set-flag", "--flag", "v2_rollout_percentage", "--value", "100.001"], "between 0 and 100"),
+    (["set-flag", "--flag", "v2_rollout_percentage", "--value", "NaN"], "finite"),
+    (["set-flag", "--flag", "v2_shadow_mode_enabled", "--value", "yes"], "must be true or false"),
+    (["set-flag", "--flag", "v2_rollout_percentage"], "Missing option '--value'"),
+    (["set-flag", "--flag", "v2_rollout_percentage", "--value", "5", "--rollout", "nope"], "unknown rollout 'nope'"),
+    (["rollback", "--target", "50"], "above the current percentage"),
+    (["rollback", "--target", "-1"], "between 0 and 100"),
+    (["rollback", "--target", "abc"], "must be a number"),
+    (["audit", "--limit", "0"], "Invalid value for '--limit'"),
+    (["audit", "--rollout", "nope"], "unknown rollout"),
+    (["status", "--rollout", "nope"], "unknown rollout"),
+    (["metrics", "--window", "5x"], "window must look like"),
+    (["gate", "--rollout", "nope"], "unknown rollout"),
+    (["advance"], "INCONCLUSIVE"),
+    (["alerts", "--rollout", "nope"], "unknown rollout"),
+    (["check", "bogus", "--pass"], "unknown check 'bogus'"),
+    (["check", "team_confident"], "say --pass or --fail"),
+    (["check", "team_confident", "--pass", "--note", "x" * 2001], "at most 2000 characters"),
+    (["verify", "--bogus"], "No such option"),
+    (["evaluate", "extra"], "unexpected extra argument"),
+])
+def test_bad_input_exits_non_zero_with_the_reason_and_changes_nothing(runner, args, message) -> None:
+    r, ext, app = runner
+    with app.app_context():
+        before = (ext.flags("calc", fresh=True), len(ext.audit(limit=1000)))
+    result = invoke(r, *args)
+    assert result.exit_code != 0
+    assert message in result.output
+    with app.app_context():
+        assert (ext.flags("calc", fresh=True), len(ext.audit(limit=1000))) == before
+
+
+def test_rollout_is_required_when_several_exist(make_app) -> None:
+    ext = V2Rollout()
+    ext.register("a", v1=abs, v2=abs)
+    ext.register("b", v1=abs, v2=abs)
+    app, _ = make_app(ext)
+    result = app.test_cli_runner().invoke(cli, ["set-flag", "--flag", "v2_rollout_percentage", "--value", "5"])
+    assert result.exit_code == 2 and "--rollout is required" in result.output and "a, b" in result.output
