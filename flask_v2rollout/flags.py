@@ -23,6 +23,7 @@ from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from .errors import ConflictError, FlagError
+from .failures import FailureLog
 from .models import audit_table, flags_table, metadata
 
 log = logging.getLogger("flask_v2rollout.flags")
@@ -174,16 +175,14 @@ class FlagStore:
         self._defaults = defaults
         self._create_tables = create_tables
         self._tables_ready = False
-        self._error_log_interval = error_log_interval
-        self._last_error_log = float("-inf")
+        self._failures = FailureLog(log, "flag store unavailable, serving last-known flags",
+                                    interval_s=error_log_interval)
         self._clock = clock
         self._on_failure = on_failure
         self._wall_clock = wall_clock
         self._cache = _Cache()
         self._lock = threading.Lock()
         self._known: set[str] = set()
-        self.failures = 0
-        self.last_error: str | None = None
         #: False while the last refresh failed and last-known flags are served
         self.healthy = True
 
@@ -285,18 +284,18 @@ class FlagStore:
         return FlagSnapshot(values, 1)
 
     def _record_failure(self, exc: Exception) -> None:
-        self.failures += 1
+        self._failures.record(exc)
         self.healthy = False
         if self._on_failure is not None:
             self._on_failure()
-        self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        now = self._clock()
-        if now - self._last_error_log >= self._error_log_interval:
-            self._last_error_log = now
-            log.error(
-                "v2rollout: flag store unavailable (%s); serving last-known flags "
-                "(%d failures so far)", self.last_error, self.failures,
-            )
+
+    @property
+    def failures(self) -> int:
+        return self._failures.count
+
+    @property
+    def last_error(self) -> str | None:
+        return self._failures.last_error
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._wall_clock(), timezone.utc)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 from sqlalchemy import Engine, and_, case, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from .failures import FailureLog
 from .metrics import GLOBAL, DB_ERROR, SUBJECT, Batch, Recorder, minute_of, summarize_arm, summarize_shadow
 from .models import counters_table, exposures_table, flushes_table, metadata, probes_table
 
@@ -46,10 +47,7 @@ class MetricStore:
         self._ensure_tables = ensure_tables
         self._retry: list[tuple[str, Batch]] = []
         self._lock = threading.Lock()
-        self._error_log_interval = error_log_interval
-        self._last_error_log = float("-inf")
-        self.flush_failures = 0
-        self.last_error: str | None = None
+        self._failures = FailureLog(log, "metrics flush failed", interval_s=error_log_interval)
 
     # -- writing ---------------------------------------------------------------------
     def flush(self) -> bool:
@@ -63,7 +61,7 @@ class MetricStore:
                 try:
                     self._apply(batch_id, pending)
                 except SQLAlchemyError as exc:
-                    self._failed(exc)
+                    self.failed(exc)
                     return False
                 self._retry.pop(0)
             return True
@@ -73,15 +71,18 @@ class MetricStore:
         """Batches waiting for SQL to come back."""
         return len(self._retry)
 
-    def _failed(self, exc: Exception) -> None:
-        self.flush_failures += 1
+    @property
+    def flush_failures(self) -> int:
+        return self._failures.count
+
+    @property
+    def last_error(self) -> str | None:
+        return self._failures.last_error
+
+    def failed(self, exc: Exception) -> None:
+        """Count a failed SQL write of metrics work; its data stays queued."""
+        self._failures.record(exc, f"{len(self._retry)} batch(es) kept for retry")
         self.recorder.db_failure("metrics")
-        self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        now = time.monotonic()
-        if now - self._last_error_log >= self._error_log_interval:
-            self._last_error_log = now
-            log.error("v2rollout: metrics flush failed (%s); %d batch(es) kept for retry",
-                      self.last_error, len(self._retry))
 
     def _apply(self, batch_id: str, batch: Batch) -> None:
         self._ensure_tables()
@@ -277,7 +278,6 @@ class Flusher:
         self._after_flush = after_flush
         self._pid: int | None = None
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._last_prune = float("-inf")
 
     def ensure_started(self) -> None:
@@ -286,14 +286,12 @@ class Flusher:
         with self._lock:
             if self._pid == os.getpid():
                 return
-            self._wake = threading.Event()
             threading.Thread(target=self._loop, name="v2rollout-flusher", daemon=True).start()
             self._pid = os.getpid()
 
     def _loop(self) -> None:
         while True:
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
+            time.sleep(self.interval_s)  # a periodic background job, not a wait for another thread
             try:
                 self.cycle()
             except Exception:  # a host probe or hook bug must not stop the flushing
@@ -311,6 +309,6 @@ class Flusher:
             if hooks:
                 self._after_flush()
         except SQLAlchemyError as exc:
-            self.store._failed(exc)
+            self.store.failed(exc)
             return False
         return True

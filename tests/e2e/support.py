@@ -503,3 +503,17 @@ class OtlpReceiver:
             self._spans.clear()
             self._metrics.clear()
             self._logs.clear()
+
+
+def merged_metrics(uri: str, rollout: str, instance: Path, window: str = "1h") -> dict[str, Any]:
+    """What every worker flushed to the store at ``uri``, read back by a separate app."""
+    from flask import Flask
+
+    from flask_v2rollout import V2Rollout
+
+    app = Flask("reader", instance_path=str(instance))
+    app.config["V2ROLLOUT_DATABASE_URI"] = uri
+    ext = V2Rollout(app)
+    ext.register(rollout, v1=abs, v2=abs)
+    with app.app_context():
+        return ext.metrics(rollout, window)

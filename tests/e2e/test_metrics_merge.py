@@ -2,29 +2,16 @@
 from __future__ import annotations
 
 import math
-import threading
 from pathlib import Path
 
 import pytest
-from flask import Flask
 
-from flask_v2rollout import V2Rollout
-
-from .support import drive
+from .support import drive, merged_metrics
 
 
 def exact_p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[math.ceil(0.95 * len(ordered)) - 1]
-
-
-def merged(uri: str, tmp_path: Path) -> dict:
-    app = Flask("reader", instance_path=str(tmp_path / "reader"))
-    app.config["V2ROLLOUT_DATABASE_URI"] = uri
-    ext = V2Rollout(app)
-    ext.register("calc", v1=abs, v2=abs)
-    with app.app_context():
-        return ext.metrics("calc", "1h")
 
 
 def requests_for(n: int, offset: int = 0) -> list:
@@ -56,7 +43,7 @@ def test_four_workers_merge_exactly(gunicorn_server, database_uri: str, tmp_path
     results = drive(server.url, requests_for(2_000), concurrency=8)
     assert len({body["pid"] for _, body in results}) == 4  # every worker served
     assert server.stop() == 0  # workers flush at exit
-    check_exact(results, merged(database_uri, tmp_path))
+    check_exact(results, merged_metrics(database_uri, "calc", tmp_path / "reader"))
 
 
 def test_postgres_down_mid_load_loses_and_doubles_nothing(gunicorn_server, postgres_server, tmp_path: Path) -> None:
@@ -73,6 +60,6 @@ def test_postgres_down_mid_load_loses_and_doubles_nothing(gunicorn_server, postg
     assert all(status == 200 for status, _ in before + during + after)  # no request failed
     assert {body["version"] for _, body in during} == {"v1", "v2"}  # last-known flags kept serving
     assert server.stop() == 0
-    metrics = merged(uri, tmp_path)
+    metrics = merged_metrics(uri, "calc", tmp_path / "reader")
     check_exact(before + during + after, metrics)
     assert metrics["db_errors"] >= 1

@@ -17,13 +17,9 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-from flask import Flask
-
 from example_app.datagen import build_database
-from flask_v2rollout import V2Rollout
 
-from .support import REPO_ROOT, drive
+from .support import REPO_ROOT, drive, merged_metrics
 
 TOKEN = "e2e-admin-token"
 TTL_S = 1.0
@@ -69,15 +65,6 @@ def admin(url: str, method: str, path: str, body: dict) -> tuple[int, dict]:
                  headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
     response = conn.getresponse()
     return response.status, json.loads(response.read())
-
-
-def merged(uri: str, tmp_path: Path) -> dict:
-    app = Flask("reader", instance_path=str(tmp_path / "reader"))
-    app.config["V2ROLLOUT_DATABASE_URI"] = uri
-    ext = V2Rollout(app)
-    ext.register("qb_td", v1=abs, v2=abs)
-    with app.app_context():
-        return ext.metrics("qb_td", "1h")
 
 
 def test_example_app_in_production_conditions(gunicorn_server, postgres_server, tmp_path: Path) -> None:
@@ -172,7 +159,7 @@ def test_example_app_in_production_conditions(gunicorn_server, postgres_server, 
 
     # (c) every request is counted exactly once in the merged metrics.
     assert server.stop() == 0  # workers flush what they still hold at exit
-    metrics = merged(uri, tmp_path)
+    metrics = merged_metrics(uri, "qb_td", tmp_path / "reader")
     by_arm = {"v1": 0, "v2": 0}
     for _, body in sent:
         by_arm[body["metadata"]["assigned_version"]] += 1
