@@ -75,6 +75,10 @@ class Evaluator:
         #: the autopilot's last word per rollout (hold reasons are not audited)
         self.last_actions: dict[str, dict[str, Any]] = {}
 
+    def _engine(self) -> Any:
+        self.state.store.ensure_tables()
+        return self.state.engine()
+
     # -- rules ------------------------------------------------------------------------
     @property
     def rules(self) -> RuleSet:
@@ -116,7 +120,7 @@ class Evaluator:
     def _first_seen(self, name: str, now: float) -> float:
         from .models import counters_table
 
-        with self.state.engine().connect() as conn:
+        with self._engine().connect() as conn:
             first = conn.execute(
                 select(func.min(counters_table.c.minute)).where(counters_table.c.rollout == name)
             ).scalar()
@@ -201,18 +205,22 @@ class Evaluator:
         return gate_report(name, stage, decision, matrix, line, next_stage(stage, self.stages))
 
     # -- manual checks -------------------------------------------------------------------------
-    def manual(self, name: str, *, since: float | None = None) -> dict[str, bool]:
-        """The latest verdict of each manual check (recorded since ``since``)."""
+    def manual_records(self, name: str, *, since: float | None = None) -> dict[str, dict[str, Any]]:
+        """The latest record of each manual check (recorded since ``since``): passed, actor, note, at."""
         c = checks_table.c
-        query = select(c.check, c.passed, c.created_at).where(c.rollout == name).order_by(c.id)
-        with self.state.engine().connect() as conn:
+        query = select(c.check, c.passed, c.actor, c.note, c.created_at).where(c.rollout == name).order_by(c.id)
+        with self._engine().connect() as conn:
             rows = conn.execute(query).all()
-        out: dict[str, bool] = {}
-        for check, passed, created in rows:
+        out: dict[str, dict[str, Any]] = {}
+        for check, passed, actor, note, created in rows:
             at = (created if created.tzinfo else created.replace(tzinfo=timezone.utc)).timestamp()
             if since is None or at >= since:
-                out[check] = bool(passed)
+                out[check] = {"passed": bool(passed), "actor": actor, "note": note, "at": at}
         return out
+
+    def manual(self, name: str, *, since: float | None = None) -> dict[str, bool]:
+        """The latest verdict of each manual check (recorded since ``since``)."""
+        return {k: v["passed"] for k, v in self.manual_records(name, since=since).items()}
 
     # -- evaluation -----------------------------------------------------------------------------
     def maybe_run(self) -> None:
@@ -226,7 +234,7 @@ class Evaluator:
         """Evaluate every rollout once; None when another process holds the lease."""
         now = self.state.clock() if now is None else now
         self.state.store.ensure_tables()
-        engine = self.state.engine()
+        engine = self._engine()
         if not lease.acquire(engine, LEASE_NAME, self.lease_s, clock=self.state.clock):
             return None
         try:
@@ -253,12 +261,12 @@ class Evaluator:
     def _alerts(self, name: str, flags: Mapping[str, Any], now: float) -> list[Transition]:
         values = self.alert_metrics(name, flags, now)
         t = alert_state_table.c
-        with self.state.engine().connect() as conn:
+        with self._engine().connect() as conn:
             stored = {rule: RuleState(**json.loads(data)) for rule, data in conn.execute(
                 select(t.rule, t.data).where(t.rollout == name)).all()}
         states = dict(stored)
         transitions = evaluate(self.rules, values, now, states)
-        with self.state.engine().begin() as conn:
+        with self._engine().begin() as conn:
             for rule, st in states.items():
                 row = {"status": st.status, "data": json.dumps(dataclasses.asdict(st)), "updated_at": now}
                 if rule in stored:
@@ -333,7 +341,7 @@ class Evaluator:
 
     def _criticals_since(self, name: str, since: float) -> int:
         e = alert_events_table.c
-        with self.state.engine().connect() as conn:
+        with self._engine().connect() as conn:
             return int(conn.execute(
                 select(func.count()).select_from(alert_events_table)
                 .where(e.rollout == name, e.severity == "CRITICAL", e.event == "fired", e.at >= since)
@@ -345,7 +353,7 @@ class Evaluator:
         query = select(t.rollout, t.rule, t.data).where(t.status.in_(["pending", "firing"]))
         if name is not None:
             query = query.where(t.rollout == name)
-        with self.state.engine().connect() as conn:
+        with self._engine().connect() as conn:
             rows = conn.execute(query.order_by(t.rollout, t.rule)).all()
         out = []
         for rollout, rule_name, data in rows:
@@ -365,7 +373,7 @@ class Evaluator:
         query = select(alert_events_table).order_by(e.id.desc()).limit(limit).offset(offset)
         if name is not None:
             query = query.where(e.rollout == name)
-        with self.state.engine().connect() as conn:
+        with self._engine().connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [{**dict(r), "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from flask import Flask, current_app, g, has_request_context
+from flask import Flask, current_app, g, has_request_context, request
 from opentelemetry import _logs as otel_logs
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace as otel_trace
@@ -367,6 +367,8 @@ class V2Rollout:
 
     # -- request path -------------------------------------------------------------
     def _assign_request(self) -> None:
+        if request.blueprint is not None and request.blueprint.partition(".")[0] == "v2rollout":
+            return  # the admin surface serves operators, not rollout users
         state = self._state()
         try:
             uid = resolve_user_id(self._user_loader, use_login=state.use_login, session_key=state.session_key)
@@ -507,6 +509,12 @@ class V2Rollout:
         store = self._state().store
         return dict((store.read_fresh(name) if fresh else store.get(name)).values)
 
+    def flag_state(self, name: str) -> dict[str, Any]:
+        """Flags and their row version from one SQL read (for read-modify-write with ``expected_version``)."""
+        self._rollout(name)
+        snap = self._state().store.read_fresh(name)
+        return {"flags": dict(snap.values), "version": snap.version}
+
     def flag_version(self, name: str) -> int:
         """The row version of the rollout's flags, for ``expected_version``."""
         self._rollout(name)
@@ -543,7 +551,10 @@ class V2Rollout:
     def rollback(self, name: str, target: float = 0, *, actor: str, reason: str | None = None) -> list[FlagChange]:
         """Lower the rollout percentage to ``target`` (emergency: 0), audited."""
         current = self.flags(name, fresh=True)[PERCENTAGE]
-        checked = validate_flags({PERCENTAGE: target})[PERCENTAGE]
+        try:
+            checked = validate_flags({PERCENTAGE: target})[PERCENTAGE]
+        except FlagError as exc:
+            raise FlagError(str(exc), field="target") from None
         if checked > current:
             raise FlagError(
                 f"rollback target {checked:g} is above the current percentage {current:g}", field="target"
@@ -620,10 +631,11 @@ class V2Rollout:
         return {**row, "passed": passed, "created_at": row["created_at"].isoformat()}
 
     def checks(self, name: str) -> list[dict[str, Any]]:
-        """Every manual check with its latest verdict (None: not recorded yet)."""
+        """Every manual check with its latest verdict, who and when (``passed`` None: not recorded yet)."""
         self._rollout(name)
-        recorded = self._state().evaluator.manual(name)
-        return [{"check": key, "description": text, "passed": recorded.get(key)} for key, text in MANUAL_CHECKS.items()]
+        recorded = self._state().evaluator.manual_records(name)
+        return [{"check": key, "description": text, "passed": None, "actor": None, "note": None, "at": None,
+                 **recorded.get(key, {})} for key, text in MANUAL_CHECKS.items()]
 
     def verify_check(self, name: str) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
         """Decorator: a pre-deployment check for ``flask v2rollout verify``; returns (ok, detail) or a bool."""
@@ -646,6 +658,12 @@ class V2Rollout:
                         "last_error": metrics.last_error},
             "shadow": {"pending": state.shadow.pending},
         }
+
+    def audit_count(self, name: str | None = None) -> int:
+        """How many audited flag changes there are (of one rollout, or all)."""
+        if name is not None:
+            self._rollout(name)
+        return self._state().store.audit_count(name)
 
     def audit(self, name: str | None = None, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         """Audited flag changes, newest first (of one rollout, or all)."""

@@ -183,11 +183,14 @@ def test_advance_needs_go(tmp_path: Path) -> None:
 
 def test_manual_checks(admin: tuple[Flask, V2Rollout], client: FlaskClient) -> None:
     checks = client.get(f"{API}/rollouts/calc/checks", headers=AUTH).json["checks"]
-    assert {"check": "team_ready", "description": 'Team says "ready for production"', "passed": None} in checks
+    team_ready = next(c for c in checks if c["check"] == "team_ready")
+    assert team_ready == {"check": "team_ready", "description": 'Team says "ready for production"', "passed": None,
+                          "actor": None, "note": None, "at": None}
     recorded = client.post(f"{API}/rollouts/calc/checks", json={"check": "team_ready", "passed": True,
                                                                   "note": "standup 9:30"}, headers=AUTH)
     assert recorded.status_code == 200
-    assert {c["check"]: c["passed"] for c in recorded.json["checks"]}["team_ready"] is True
+    team_ready = next(c for c in recorded.json["checks"] if c["check"] == "team_ready")
+    assert team_ready["passed"] is True and team_ready["actor"] == "token" and team_ready["note"] == "standup 9:30"
     for body, field in (({"check": "nope", "passed": True}, "check"), ({"check": "team_ready"}, "passed"),
                         ({"check": "team_ready", "passed": "yes"}, "passed"), ({"passed": True}, "check")):
         response = client.post(f"{API}/rollouts/calc/checks", json=body, headers=AUTH)

@@ -99,10 +99,8 @@ def _expected_version(body: dict[str, Any]) -> int | None:
 
 
 def _flags_of(name: str) -> dict[str, Any]:
-    # Version first: a write landing between the two reads can then only make
-    # the client's next write a 409, never a silent overwrite.
-    version = _ext().flag_version(name)
-    return {"rollout": name, "flags": _ext().flags(name, fresh=True), "flag_version": version}
+    state = _ext().flag_state(name)  # flags and version from one read
+    return {"rollout": name, "flags": state["flags"], "flag_version": state["version"]}
 
 
 def _changes(made: list[Any]) -> list[dict[str, Any]]:
@@ -156,8 +154,10 @@ def get_audit() -> Any:
     page = inputs.bounded_int(request.args.get("page"), "page", default=1, low=1, high=inputs.MAX_PAGE)
     per_page = inputs.bounded_int(request.args.get("per_page"), "per_page", default=50, low=1,
                                   high=inputs.MAX_PER_PAGE)
-    rows = _ext().audit(request.args.get("rollout") or None, limit=per_page + 1, offset=(page - 1) * per_page)
-    return {"items": rows[:per_page], "page": page, "per_page": per_page, "has_more": len(rows) > per_page}
+    rollout = request.args.get("rollout") or None
+    rows = _ext().audit(rollout, limit=per_page + 1, offset=(page - 1) * per_page)
+    return {"items": rows[:per_page], "page": page, "per_page": per_page, "has_more": len(rows) > per_page,
+            "total": _ext().audit_count(rollout)}
 
 
 # -- writes --------------------------------------------------------------------------

@@ -177,13 +177,11 @@ def _page(name: str, range_key: str) -> dict[str, Any]:
     gate = ext.gate(name)
     in_gate = {c["description"] for c in gate["criteria"]}
     checks = ext.checks(name)
-    # Version first: if a write lands between the reads, the forms' version is the older one,
-    # so submitting them is a 409 to review, never a silent overwrite.
-    flag_version = ext.flag_version(name)
+    flag_state = ext.flag_state(name)  # flags and the version the forms send back, from one read
     return {
         "name": name,
-        "flag_version": flag_version,
-        "flags": ext.flags(name, fresh=True),
+        "flag_version": flag_state["version"],
+        "flags": flag_state["flags"],
         "gate": gate,
         "alerts": ext.alerts(name),
         "checks": [c for c in checks if c["description"] in in_gate],
