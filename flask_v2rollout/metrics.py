@@ -93,7 +93,11 @@ class Batch:
 
 
 class Recorder:
-    """Per-process counters waiting to be flushed, plus lifetime totals of this process."""
+    """Per-process counters waiting to be flushed, plus lifetime totals of this process.
+
+    Counters are added once, to the pending minute buckets; ``take()`` folds what it
+    hands over into ``totals``, so :meth:`local` is the sum of both.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.time, slow_ms: float = 500.0) -> None:
         self.clock = clock
@@ -120,61 +124,56 @@ class Recorder:
             self._pending = defaultdict(float)
             self._exposures = {}
             self._subjects = defaultdict(Counter)
+            totals = self.totals
+            for (rollout, arm, _minute, metric, key), value in counters.items():
+                totals[(rollout, arm, metric, key)] += value
         for (rollout, minute), counts in subjects.items():
             for subject, n in counts.items():
                 counters[(rollout, GLOBAL, minute, SUBJECT, subject)] += n
         return Batch(dict(counters), {k: tuple(v) for k, v in exposures.items()})
 
-    def _expose(self, rollout: str, arm: str, user_id: str, *, converted: bool = False) -> None:
-        now = int(self.clock())
-        key = (rollout, arm, user_id)
-        with self._lock:
-            entry = self._exposures.get(key)
-            if entry is None:
-                self._exposures[key] = [now, now, now if converted else None]
-            else:
-                entry[1] = now
-                if converted and entry[2] is None:
-                    entry[2] = now
+    def _expose_locked(self, key: tuple[str, str, str], now: int, converted: bool) -> None:
+        entry = self._exposures.get(key)
+        if entry is None:
+            self._exposures[key] = [now, now, now if converted else None]
+        else:
+            entry[1] = now
+            if converted and entry[2] is None:
+                entry[2] = now
 
     def _add(self, items: Iterable[tuple[str, str, str, str, float]]) -> None:
         minute = minute_of(self.clock())
         with self._lock:
-            pending, totals = self._pending, self.totals
+            pending = self._pending
             for rollout, arm, metric, key, amount in items:
                 pending[(rollout, arm, minute, metric, key)] += amount
-                totals[(rollout, arm, metric, key)] += amount
 
     def calculation(self, outcome: Outcome, *, subject: str | None = None, unhandled: str | None = None) -> None:
-        """Count one ``calculate()`` call exactly once, whatever it ended in."""
+        """Count one ``calculate()`` call exactly once, whatever it ended in (one lock, one clock read)."""
         r, arm, ms = outcome.rollout, outcome.assigned, outcome.duration_ms
-        items = [
-            (r, arm, CALCULATIONS, "", 1.0),
-            (r, arm, DURATION_SUM, "", ms),
-            (r, arm, LATENCY, str(latency_bin(ms)), 1.0),
-        ]
+        items = [(CALCULATIONS, "", 1.0), (DURATION_SUM, "", ms), (LATENCY, str(latency_bin(ms)), 1.0)]
         if outcome.fallback_reason is not None:
-            items.append((r, arm, FALLBACK, outcome.fallback_reason, 1.0))
+            items.append((FALLBACK, outcome.fallback_reason, 1.0))
         if outcome.error_type is not None:
-            items.append((r, arm, ERROR, outcome.error_type, 1.0))
+            items.append((ERROR, outcome.error_type, 1.0))
         if unhandled is not None:
-            items.append((r, arm, UNHANDLED, unhandled, 1.0))
+            items.append((UNHANDLED, unhandled, 1.0))
         if ms > self.slow_ms:
-            items.append((r, arm, SLOW, "", 1.0))
-        self._add(items)
-        if outcome.user_id is not None:
-            self._expose(r, arm, outcome.user_id)
-        if subject is not None:
-            self._subject(r, subject)
-
-    def _subject(self, rollout: str, subject: str) -> None:
-        minute = minute_of(self.clock())
+            items.append((SLOW, "", 1.0))
+        now = self.clock()
+        minute = minute_of(now)
         with self._lock:
-            counts = self._subjects[(rollout, minute)]
-            if subject in counts or len(counts) < SUBJECTS_PER_MINUTE:
-                counts[subject] += 1
-            else:
-                counts[OTHER] += 1
+            pending = self._pending
+            for metric, key, amount in items:
+                pending[(r, arm, minute, metric, key)] += amount
+            if outcome.user_id is not None:
+                self._expose_locked((r, arm, outcome.user_id), int(now), False)
+            if subject is not None:
+                counts = self._subjects[(r, minute)]
+                if subject in counts or len(counts) < SUBJECTS_PER_MINUTE:
+                    counts[subject] += 1
+                else:
+                    counts[OTHER] += 1
 
     def shadow(self, rollout: str, arm: str, agreement: str, *, difference: float | None, duration_ms: float) -> None:
         """One completed shadow comparison; ``arm`` is the version that ran off the path."""
@@ -195,7 +194,8 @@ class Recorder:
     def conversion(self, rollout: str, arm: str, user_id: str | None) -> None:
         self._add([(rollout, arm, CONVERSION, "", 1.0)])
         if user_id is not None:
-            self._expose(rollout, arm, user_id, converted=True)
+            with self._lock:
+                self._expose_locked((rollout, arm, user_id), int(self.clock()), True)
 
     def db_failure(self, where: str) -> None:
         """A failed SQL read or write of the extension's own (flags, metrics)."""
@@ -205,9 +205,12 @@ class Recorder:
         """This process's lifetime totals for ``rollout``: ``{arm: {metric: {key: value}}}``."""
         out: dict[str, dict[str, dict[str, float]]] = {}
         with self._lock:
-            for (r, arm, metric, key), value in self.totals.items():
-                if r == rollout:
-                    out.setdefault(arm, {}).setdefault(metric, {})[key] = value
+            merged = Counter(self.totals)
+            for (r, arm, _minute, metric, key), value in self._pending.items():
+                merged[(r, arm, metric, key)] += value
+        for (r, arm, metric, key), value in merged.items():
+            if r == rollout:
+                out.setdefault(arm, {}).setdefault(metric, {})[key] = value
         return out
 
 

@@ -10,8 +10,9 @@ below take the app from it) and, through the plain functions, with any app.
   happened by the time ``calculate()`` returns.
 * ``v2rollout_clock`` — a controllable clock for metrics windows, gates and the
   autopilot: ``clock.advance(hours=72)``.
-* ``v2rollout_telemetry`` — in-memory span exporter and metric reader wired
-  into the extension (never the global providers); ``spans_named(...)``.
+* ``v2rollout_telemetry`` / ``capture_telemetry(app)`` — in-memory span exporter
+  and metric reader wired into the extension (never the global providers);
+  ``spans_named(...)``, ``metric_points(...)``.
 * ``record_signals()`` / ``v2rollout_signals`` — capture the extension's signals.
 """
 from __future__ import annotations
@@ -124,6 +125,63 @@ def record_signals(app: Flask | None = None) -> Iterator[SignalLog]:
             signal.disconnect(receiver)
 
 
+@dataclass
+class TelemetryCapture:
+    """In-memory spans and metrics of one app's extension (SDK providers, never the globals)."""
+
+    exporter: Any
+    reader: Any
+    tracer_provider: Any
+    meter_provider: Any
+
+    def spans(self) -> list[Any]:
+        return list(self.exporter.get_finished_spans())
+
+    def spans_named(self, name: str) -> list[Any]:
+        return [span for span in self.spans() if span.name == name]
+
+    def metric_points(self, name: str) -> list[Any]:
+        """Data points of metric ``name`` collected now."""
+        data = self.reader.get_metrics_data()
+        points = []
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name == name:
+                        points.extend(metric.data.data_points)
+        return points
+
+
+@contextmanager
+def capture_telemetry(app: Flask) -> Iterator[TelemetryCapture]:
+    """Wire in-memory OpenTelemetry providers into ``app``'s extension inside the block (needs opentelemetry-sdk)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from .telemetry import Telemetry
+
+    state = _state(app)
+    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    meter_provider = MeterProvider(metric_readers=[reader])
+    previous = state.telemetry
+    state.telemetry = Telemetry(
+        enabled=True, include_user_id=previous.include_user_id, store=state.store,
+        rollouts=state.ext._rollouts.keys, shadow=state.shadow,
+        tracer_provider=tracer_provider, meter_provider=meter_provider,
+    )
+    try:
+        yield TelemetryCapture(exporter, reader, tracer_provider, meter_provider)
+    finally:
+        state.telemetry = previous
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+
+
 # -- pytest fixtures and marker ------------------------------------------------------
 
 
@@ -171,6 +229,13 @@ def v2rollout_clock(app: Flask) -> Iterator[Clock]:
     """A :class:`Clock` driving the app's metrics and gates, starting at the real time."""
     with use_clock(app, Clock()) as clock:
         yield clock
+
+
+@pytest.fixture
+def v2rollout_telemetry(app: Flask) -> Iterator[TelemetryCapture]:
+    """In-memory spans and metrics of the app's extension for the test: ``.spans_named(...)``."""
+    with capture_telemetry(app) as capture:
+        yield capture
 
 
 @pytest.fixture

@@ -94,3 +94,47 @@ def racing_evaluator(instance: str, uri: str, barrier: Any, conn: Any) -> None:
         barrier.wait()
         report = ext.evaluate()
     conn.send(None if report is None else {k: v["auto_rollback"] for k, v in report.items()})
+
+
+def hanging_v2(instance: str, conn: Any) -> None:
+    """A v2 that never returns, shadowed on 50 000 calls with a queue of 1 000; report what it cost."""
+    import threading
+    import tracemalloc
+
+    forever = threading.Event()
+    ext = V2Rollout()
+    ext.register("calc", v1=lambda x: {"edge": float(x)}, v2=lambda x: forever.wait(), extract="edge")
+    from helpers import build_app
+
+    app, _ = build_app(Path(instance), ext, V2ROLLOUT_DEFAULTS={"v2_shadow_mode_enabled": True},
+                       V2ROLLOUT_SHADOW_TIMEOUT_MS=20, V2ROLLOUT_SHADOW_QUEUE_SIZE=1_000, V2ROLLOUT_SHADOW_WORKERS=2)
+    with app.app_context():
+        runner = app.extensions["v2rollout"].shadow
+        slowest = 0.0
+
+        def calls(n: int) -> None:
+            nonlocal slowest
+            for i in range(n):
+                start = time.perf_counter()
+                ext.calculate("calc", i, user_id=f"u{i % 100}")
+                slowest = max(slowest, time.perf_counter() - start)
+
+        calls(30_000)
+        tracemalloc.start(4)
+        base = tracemalloc.take_snapshot()
+        calls(20_000)
+        grown = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(base, "filename"))
+        tracemalloc.stop()
+        stuck_limit = 2 + runner.max_stuck
+        deadline = time.monotonic() + 10
+        while ext.stats("calc")["v2"].get("shadow_timeout", {}).get("", 0) < stuck_limit:
+            if time.monotonic() > deadline:
+                break
+            runner.drain(0.05)
+        stats = ext.stats("calc")
+    conn.send({
+        "max_stuck": runner.max_stuck, "pending": runner.pending, "grown": grown, "max_call_ms": slowest * 1000,
+        "timeouts": stats["v2"]["shadow_timeout"][""], "drops": stats["v2"]["shadow_drop"]["queue_full"],
+        "calculations": stats["v1"]["calculations"][""],
+    })
+    forever.set()

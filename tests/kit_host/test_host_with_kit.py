@@ -43,3 +43,12 @@ def test_conversions_and_metrics_with_a_controlled_clock(app, client, v2rollout_
         later = rollout.metrics("pricing", "5m")["arms"]["v2"]
     assert now["calculations"] >= 1 and now["converted_users"] >= 1
     assert later["calculations"] == 0  # an hour later the 5-minute window is empty
+
+
+@pytest.mark.v2rollout(pricing="v2")
+def test_spans_and_metrics_in_memory(client, v2rollout_telemetry) -> None:
+    client.get("/price/book?user=erin")
+    (span,) = v2rollout_telemetry.spans_named("v2rollout.calculate pricing")
+    assert span.attributes["feature_flag.result.variant"] == "v2"
+    (point,) = v2rollout_telemetry.metric_points("v2rollout.calculation.duration")
+    assert point.count == 1
