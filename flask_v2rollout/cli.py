@@ -76,7 +76,8 @@ def _status_text(rows: list[dict[str, Any]]) -> str:
             f"{row['rollout']}: {f['v2_rollout_percentage']:g}% v2 "
             f"(shadow {'on' if f['v2_shadow_mode_enabled'] else 'off'}, "
             f"monitoring {'on' if f['v2_monitoring_enabled'] else 'off'}, "
-            f"fallback {'on' if f['v2_fallback_enabled'] else 'off'}) version {row['flag_version']}"
+            f"fallback {'on' if f['v2_fallback_enabled'] else 'off'}, "
+            f"autopilot {'on' if f['v2_autopilot_enabled'] else 'off'}) version {row['flag_version']}"
         )
     return "\n".join(lines)
 

@@ -33,7 +33,7 @@ from .gates import (
     next_stage,
     rollback_decision,
 )
-from .models import alert_events_table, alert_state_table, checks_table
+from .models import alert_events_table, alert_state_table, checks_table, counters_table
 from .webhook import Webhook
 
 if TYPE_CHECKING:
@@ -90,12 +90,15 @@ class Evaluator:
 
     # -- stages -------------------------------------------------------------------------
     def stage_of(self, flags: Mapping[str, Any]) -> Stage:
-        """The stage a percentage belongs to: the highest whose percentage it has reached."""
+        """The stage a percentage belongs to: 0 is shadow; above that, the highest stage reached,
+        and at least canary (5 % after a canary "reduce to 5 %" is still canary)."""
         pct = float(flags[PERCENTAGE])
         current = self.stages[0]
         for stage in self.stages:
             if pct >= stage.percentage:
                 current = stage
+        if pct > 0 and current is self.stages[0] and len(self.stages) > 1:
+            return self.stages[1]
         return current
 
     def timeline(self, name: str, stage: Stage, now: float) -> dict[str, Any]:
@@ -118,13 +121,13 @@ class Evaluator:
                 "last_change_at": last_change}
 
     def _first_seen(self, name: str, now: float) -> float:
-        from .models import counters_table
-
+        """A rollout that never changed stage began when it was created (or first counted, if earlier)."""
         with self._engine().connect() as conn:
             first = conn.execute(
                 select(func.min(counters_table.c.minute)).where(counters_table.c.rollout == name)
             ).scalar()
-        return float(first) if first is not None else now
+        known = [t for t in (self.state.store.created_at(name), first) if t is not None]
+        return float(min(known)) if known else now
 
     # -- views ----------------------------------------------------------------------------
     def view(self, name: str, flags: Mapping[str, Any], now: float) -> tuple[dict[str, Any], Stage, dict[str, Any]]:
@@ -144,6 +147,9 @@ class Evaluator:
         view["critical_incidents_in_stage"] = self._criticals_since(name, line["entered_at"])
         view["monitoring_ok"] = self.state.metric_store.backlog == 0 and self.state.store.healthy
         view["manual"] = self.manual(name, since=line["entered_at"])
+        offline = self.state.ext._rollouts[name].offline
+        if offline:
+            view["offline"] = dict(offline)
         return view, stage, line
 
     @staticmethod

@@ -54,6 +54,8 @@ class Rollout:
     metadata: Callable[[Any], Mapping[str, Any]] | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
     dual_run: bool = False
+    #: offline validation figures (fractions): {"agreement_rate": 0.90, "fallback_rate": 0.125}
+    offline: Mapping[str, float] = field(default_factory=dict)
 
     def subject_of(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
         if self.subject is None:
@@ -298,6 +300,7 @@ class V2Rollout:
         metadata: Callable[[Any], Mapping[str, Any]] | None = None,
         defaults: Mapping[str, Any] | None = None,
         dual_run: bool = False,
+        offline: Mapping[str, float] | None = None,
     ) -> Rollout:
         """Register a rollout.
 
@@ -307,7 +310,9 @@ class V2Rollout:
         ``compare(v1_value, v2_value)`` replaces the default agreement classes;
         ``metadata`` maps a value to the log record's metadata; ``defaults``
         are this rollout's initial flags; ``dual_run`` also runs v1 off the
-        path for v2-served calls, so agreement is measured at 50 % and 100 %.
+        path for v2-served calls, so agreement is measured at 50 % and 100 %;
+        ``offline`` gives the offline validation's ``agreement_rate`` and
+        ``fallback_rate`` (fractions) that the shadow gate compares with.
         """
         if not isinstance(name, str) or not name or len(name) > 100:
             raise ValueError("rollout name must be a non-empty string of at most 100 characters")
@@ -319,8 +324,13 @@ class V2Rollout:
             checked = validate_flags(defaults) if defaults else {}
         except FlagError as exc:
             raise ValueError(f"defaults of rollout {name!r}: {exc}") from None
+        known_offline = {"agreement_rate", "fallback_rate"}
+        if offline is not None and (set(offline) - known_offline or not all(
+                isinstance(v, (int, float)) and 0 <= v <= 1 for v in offline.values())):
+            raise ValueError(f"offline of rollout {name!r} takes fractions 0–1 for {sorted(known_offline)}")
         rollout = Rollout(
-            name, v1, v2, compare, str(salt), subject, as_extractor(extract), metadata, checked, bool(dual_run)
+            name, v1, v2, compare, str(salt), subject, as_extractor(extract), metadata, checked, bool(dual_run),
+            dict(offline or {}),
         )
         self._rollouts[name] = rollout
         for app in list(self._states):
@@ -596,7 +606,7 @@ class V2Rollout:
     def evaluate(self) -> dict[str, Any] | None:
         """Evaluate alerts, auto-rollback and autopilot now (None: another process holds the lease)."""
         state = self._state()
-        state.metric_store.flush()
+        state.flusher.cycle(hooks=False)  # this process's counts and fresh probe samples first
         return state.evaluator.run()
 
     def alerts(self, name: str | None = None) -> list[dict[str, Any]]:
@@ -631,9 +641,14 @@ class V2Rollout:
         return {**row, "passed": passed, "created_at": row["created_at"].isoformat()}
 
     def checks(self, name: str) -> list[dict[str, Any]]:
-        """Every manual check with its latest verdict, who and when (``passed`` None: not recorded yet)."""
+        """Every manual check with its latest verdict in the current stage, who and when (``passed`` None:
+        not recorded since the stage began — the gate counts only those)."""
         self._rollout(name)
-        recorded = self._state().evaluator.manual_records(name)
+        state = self._state()
+        evaluator = state.evaluator
+        now = state.clock()
+        stage = evaluator.stage_of(state.store.read_fresh(name).values)
+        recorded = evaluator.manual_records(name, since=evaluator.timeline(name, stage, now)["entered_at"])
         return [{"check": key, "description": text, "passed": None, "actor": None, "note": None, "at": None,
                  **recorded.get(key, {})} for key, text in MANUAL_CHECKS.items()]
 

@@ -272,7 +272,7 @@ class FlagStore:
                 conn.execute(
                     insert(flags_table).values(
                         rollout=name, flags=json.dumps(values, sort_keys=True), version=1,
-                        updated_at=self._now(), updated_by="init",
+                        created_at=self._now(), updated_at=self._now(), updated_by="init",
                     )
                 )
         except IntegrityError:
@@ -386,6 +386,15 @@ class FlagStore:
                 select(flags_table.c.flags, flags_table.c.version).where(flags_table.c.rollout == rollout)
             ).one()
         return FlagSnapshot(self._decode(rollout, row.flags), row.version)
+
+    def created_at(self, rollout: str) -> float | None:
+        """When the rollout's flags row was created (epoch seconds), if it exists."""
+        self.ensure_tables()
+        with self._engine().connect() as conn:
+            value = conn.execute(
+                select(flags_table.c.created_at).where(flags_table.c.rollout == rollout)
+            ).scalar()
+        return None if value is None else _aware(value).timestamp()
 
     # -- audit --------------------------------------------------------------
     def audit(self, rollout: str | None = None, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:

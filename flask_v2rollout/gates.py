@@ -590,15 +590,24 @@ def matrix_signals(
 ) -> dict[str, float | None]:
     """The matrix's three inputs from a view, ``None`` where the sample is too small to act on.
 
-    Use as ``rollback_decision(stage, **matrix_signals(view))``.
+    Conversion is the *upper* confidence bound of the v2/v1 ratio: a rollback on
+    conversion needs v2 to be worse beyond the noise of the sample, not a dip
+    that chance alone explains. Use as ``rollback_decision(stage, **matrix_signals(view))``.
     """
     calculations = _num(view, "v2.calculations")
     enough = calculations is not None and calculations >= min_calculations
     users = _conversion_users(view)
+    conversion = None
+    if users is not None and users >= min_users:
+        test = proportion_ratio_test(
+            int(_num(view, "v2.conversions") or 0), int(_num(view, "v2.users") or 0),
+            int(_num(view, "v1.conversions") or 0), int(_num(view, "v1.users") or 0),
+        )
+        conversion = test.upper if test.upper is not None else None
     return {
         "error_rate": _num(view, "v2.error_rate") if enough else None,
         "p95_ms": _num(view, "v2.p95_ms") if enough else None,
-        "conversion_ratio": _conversion_ratio(view) if users is not None and users >= min_users else None,
+        "conversion_ratio": conversion,
     }
 
 

@@ -110,7 +110,12 @@ class MetricStore:
                         set_={
                             "first_seen": case((ex.first_seen < t.first_seen, ex.first_seen), else_=t.first_seen),
                             "last_seen": case((ex.last_seen > t.last_seen, ex.last_seen), else_=t.last_seen),
-                            "converted_at": func.coalesce(t.converted_at, ex.converted_at),
+                            # the latest conversion, so a window counts users who converted in it
+                            "converted_at": case(
+                                (t.converted_at.is_(None), ex.converted_at),
+                                (ex.converted_at > t.converted_at, ex.converted_at),
+                                else_=t.converted_at,
+                            ),
                         },
                     )
                     rows = [
@@ -164,7 +169,9 @@ class MetricStore:
         now = time.time() if now is None else now
         end = minute_of(now)
         if since is not None:
-            start = minute_of(since)
+            # The first whole minute after ``since``: a minute shared with the stage before
+            # (the one a rollback happened in) is left out.
+            start = minute_of(since) if since % 60 == 0 else minute_of(since) + 60
             window_s = max(60, end + 60 - start)
         else:
             start = minute_of(now - window_s + 60) if window_s >= 60 else end

@@ -76,6 +76,15 @@ def percentile(bins: Mapping[int, float], q: float) -> float | None:
     return bin_value(max(bins))
 
 
+def reason_code(reason: str) -> str:
+    """A fallback reason's code — the text before the first ``": "`` — so metric keys stay few.
+
+    ``"insufficient_weeks: Josh Allen has 1 week"`` counts as ``insufficient_weeks``;
+    ``"exception:KeyError"`` stays whole. The JSONL log and the Outcome keep the whole text.
+    """
+    return reason.split(": ", 1)[0].strip()[:100] or "fallback"
+
+
 def minute_of(ts: float) -> int:
     return int(ts // 60) * 60
 
@@ -85,7 +94,7 @@ class Batch:
     """Counters and exposures taken from a Recorder, flushed to SQL as one unit."""
 
     counters: dict[Key, float]
-    #: (rollout, arm, user) -> (first_seen, last_seen, converted_at | None), epoch seconds
+    #: (rollout, arm, user) -> (first_seen, last_seen, last conversion | None), epoch seconds
     exposures: dict[tuple[str, str, str], tuple[int, int, int | None]]
 
     def __bool__(self) -> bool:
@@ -104,7 +113,7 @@ class Recorder:
         self.slow_ms = slow_ms
         self._lock = threading.Lock()
         self._pending: defaultdict[Key, float] = defaultdict(float)
-        # (rollout, arm, user) -> [first_seen, last_seen, converted_at | None]
+        # (rollout, arm, user) -> [first_seen, last_seen, last conversion | None]
         self._exposures: dict[tuple[str, str, str], list[Any]] = {}
         self._subjects: defaultdict[tuple[str, int], Counter[str]] = defaultdict(Counter)
         self.totals: Counter[tuple[str, str, str, str]] = Counter()
@@ -138,7 +147,7 @@ class Recorder:
             self._exposures[key] = [now, now, now if converted else None]
         else:
             entry[1] = now
-            if converted and entry[2] is None:
+            if converted:
                 entry[2] = now
 
     def _add(self, items: Iterable[tuple[str, str, str, str, float]]) -> None:
@@ -153,7 +162,7 @@ class Recorder:
         r, arm, ms = outcome.rollout, outcome.assigned, outcome.duration_ms
         items = [(CALCULATIONS, "", 1.0), (DURATION_SUM, "", ms), (LATENCY, str(latency_bin(ms)), 1.0)]
         if outcome.fallback_reason is not None:
-            items.append((FALLBACK, outcome.fallback_reason, 1.0))
+            items.append((FALLBACK, reason_code(outcome.fallback_reason), 1.0))
         if outcome.error_type is not None:
             items.append((ERROR, outcome.error_type, 1.0))
         if unhandled is not None:

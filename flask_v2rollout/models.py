@@ -36,6 +36,7 @@ flags_table = Table(
     Column("rollout", String(100), primary_key=True),
     Column("flags", Text, nullable=False),
     Column("version", Integer, nullable=False, default=1),
+    Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
     Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow),
     Column("updated_by", String(200), nullable=False, default="init"),
 )

@@ -25,6 +25,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
 from .dispatch import Outcome, qualified_name
+from .metrics import reason_code
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -211,7 +212,7 @@ class Telemetry:
             }),
         )
         if outcome.fallback_reason is not None:
-            reason = outcome.fallback_reason
+            reason = reason_code(outcome.fallback_reason)  # a bounded set of values for a metric attribute
             instruments.fallbacks.add(
                 1, self._cached(("fallback", rollout, reason), lambda: {ROLLOUT: rollout, FALLBACK_REASON: reason}))
         return outcome

@@ -84,7 +84,10 @@ def _log_dir(state: "_State") -> tuple[bool, str]:
 
 
 def _starting_point(state: "_State", name: str) -> tuple[bool, str]:
+    """Before any user is on v2 the checklist wants shadow and monitoring on; after, monitoring on."""
     flags = state.store.read_fresh(name).values
-    ok = flags[PERCENTAGE] == 0 and flags[SHADOW] and flags[MONITORING]
-    return ok, (f"{flags[PERCENTAGE]:g}% v2, shadow {'on' if flags[SHADOW] else 'off'}, "
-                f"monitoring {'on' if flags[MONITORING] else 'off'} (checklist: 0 %, shadow on, monitoring on)")
+    text = (f"{flags[PERCENTAGE]:g}% v2, shadow {'on' if flags[SHADOW] else 'off'}, "
+            f"monitoring {'on' if flags[MONITORING] else 'off'}")
+    if flags[PERCENTAGE] > 0:
+        return bool(flags[MONITORING]), f"{text}: rollout under way (monitoring must stay on)"
+    return bool(flags[SHADOW] and flags[MONITORING]), f"{text} (checklist: 0 %, shadow on, monitoring on)"

@@ -366,7 +366,20 @@ def test_matrix_is_monotone(stage: str, error: float, p95: float, conversion: fl
 
 
 def test_matrix_signals_respect_minimum_samples() -> None:
-    assert matrix_signals(healthy()) == {"error_rate": 0.001, "p95_ms": 40.0, "conversion_ratio": pytest.approx(1.1)}
+    signals = matrix_signals(healthy())
+    assert signals["error_rate"] == 0.001 and signals["p95_ms"] == 40.0
+    assert signals["conversion_ratio"] > 1.1  # the upper confidence bound of the observed 1.1
+
+
+def test_matrix_conversion_acts_only_beyond_noise() -> None:
+    # 100 users an arm, v2 converting 8 % against v1's 10 %: observed ratio 0.8, but noise explains it.
+    noisy = matrix_signals(healthy(v2__users=100, v2__conversions=8, v1__users=100, v1__conversions=10))
+    assert noisy["conversion_ratio"] > 0.9
+    assert rollback_decision("canary", **noisy).severity != "CRITICAL"
+    # 20 000 users an arm at the same rates: the drop is real.
+    real = matrix_signals(healthy(v2__users=20_000, v2__conversions=1_600, v1__users=20_000, v1__conversions=2_000))
+    assert real["conversion_ratio"] < 0.9
+    assert rollback_decision("staged", **real).severity in ("HIGH", "CRITICAL")
     assert matrix_signals(healthy(v2__calculations=10, v1__users=10)) == {
         "error_rate": None, "p95_ms": None, "conversion_ratio": None}
 

@@ -222,3 +222,46 @@ def test_series_gives_one_point_per_minute(make_app) -> None:
     assert len(points) == 60
     assert points[-1]["arms"]["v1"]["calculations"] == 30
     assert all(p["minute"] % 60 == 0 for p in points)
+
+
+def test_returning_users_convert_again_in_a_later_window(make_app) -> None:
+    from flask_v2rollout.testing import Clock, use_clock
+
+    ext = V2Rollout()
+    ext.register("calc", v1=lambda x: x, v2=lambda x: x)
+    app, _ = make_app(ext)
+
+    @app.post("/convert")
+    def convert():
+        ext.calculate("calc", 1)
+        ext.track_conversion("calc")
+        return "", 204
+
+    clock = Clock(start=1_900_000_020)
+    with use_clock(app, clock):
+        client = app.test_client()
+        client.post("/convert")
+        with app.app_context():
+            ext.flush()
+        clock.advance(minutes=10)
+        client.post("/convert")  # the same (sticky anonymous) user, ten minutes later
+        with app.app_context():
+            ext.flush()
+            arm = ext.metrics("calc", "5m")["arms"]["v1"]
+    assert (arm["users"], arm["converted_users"]) == (1, 1)
+
+
+def test_fallback_reasons_count_by_code(make_app) -> None:
+    ext = V2Rollout()
+
+    def v2(x: int) -> int:
+        raise Fallback(f"insufficient_weeks: player {x} has 1 week")
+
+    ext.register("calc", v1=lambda x: x, v2=v2, defaults={"v2_rollout_percentage": 100})
+    app, _ = make_app(ext)
+    with app.app_context():
+        outcomes = [ext.calculate("calc", i, user_id="u") for i in range(5)]
+        ext.flush()
+        reasons = ext.metrics("calc")["arms"]["v2"]["fallbacks_by_reason"]
+    assert reasons == {"insufficient_weeks": 5}
+    assert outcomes[3].fallback_reason == "insufficient_weeks: player 3 has 1 week"

@@ -35,7 +35,7 @@ FLAG_HELP = {
     "v2_shadow_mode_enabled": "compute v2 beside v1 for v1 users, off the request path",
     "v2_monitoring_enabled": "structured JSONL logging of every call",
     "v2_fallback_enabled": "serve v1 when v2 raises or has too little data",
-    "v2_autopilot_enabled": "advance on GO and roll back on critical alerts by itself",
+    "v2_autopilot_enabled": "advance when the gate says GO; step back as the rollback matrix says",
 }
 TOGGLES = tuple(flag for flag in FLAG_NAMES if flag != PERCENTAGE)
 
