@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from opentelemetry import _logs, metrics, trace
 from opentelemetry import context as otel_context
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry._logs._internal import ProxyLoggerProvider as _ProxyLoggerProvider
+from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
 from .dispatch import Outcome, qualified_name
@@ -149,6 +152,15 @@ _GLOBAL_INSTRUMENTS: _Instruments | None = None  # on the global (proxy) meter p
 _LIVE: weakref.WeakSet[Telemetry] = weakref.WeakSet()
 
 
+def _globals_are_noop() -> bool:
+    """True while no SDK has been set as the global tracer, meter and logger provider."""
+    return (
+        isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        and isinstance(metrics.get_meter_provider(), _ProxyMeterProvider)
+        and isinstance(_logs.get_logger_provider(), _ProxyLoggerProvider)
+    )
+
+
 def _instruments_for(provider: metrics.MeterProvider | None) -> _Instruments:
     global _GLOBAL_INSTRUMENTS
     with _REGISTRY_LOCK:
@@ -175,6 +187,10 @@ class Telemetry:
         self._rollouts = rollouts
         self._shadow = shadow
         self._tracer = trace.get_tracer(SCOPE, _VERSION, tracer_provider, SCHEMA_URL)
+        #: nothing injected: the globals decide, and while they are the API's no-op proxies
+        #: ``calculate()`` skips spans and metrics altogether
+        self._follows_globals = tracer_provider is None and meter_provider is None and logger_provider is None
+        self._noop_until = float("-inf")
         self._logger = _logs.get_logger(SCOPE, _VERSION, logger_provider, SCHEMA_URL)
         instruments = _instruments_for(meter_provider) if enabled else None
         self._instruments = instruments
@@ -189,7 +205,7 @@ class Telemetry:
     def calculate(self, rollout: str, flags: FlagSnapshot, call: Callable[[], Outcome]) -> Outcome:
         """Run ``call`` (``dispatch.run``) with ``v2rollout.calculate <rollout>`` as the current span; record it."""
         instruments = self._instruments
-        if instruments is None:
+        if instruments is None or (self._follows_globals and self._globals_noop()):
             return call()
         name, start_attrs, key_attrs = self._per_rollout(rollout)
         span = self._tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=start_attrs)
@@ -248,6 +264,16 @@ class Telemetry:
         if error_type is not None:
             attrs[ERROR_TYPE] = error_type
         return attrs
+
+    def _globals_noop(self) -> bool:
+        """:func:`_globals_are_noop`, asked at most once a second (each provider lookup costs ~1 µs)."""
+        now = time.monotonic()
+        if now < self._noop_until:
+            return True
+        if _globals_are_noop():
+            self._noop_until = now + 1.0
+            return True
+        return False
 
     def _per_rollout(self, rollout: str) -> tuple[str, dict[str, str], dict[str, str]]:
         """(span name, span start attributes, the flag's key attributes), built once per rollout."""

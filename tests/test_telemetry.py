@@ -474,3 +474,29 @@ def test_configure_otlp_instruments_the_app_and_names_the_service_after_it(
     finally:
         FlaskInstrumentor().uninstrument_app(app)
         providers.shutdown()
+
+
+def test_global_providers_set_after_the_extension_are_used(tmp_path) -> None:
+    # In a fresh interpreter: this test sets the global providers, which the others must never do.
+    code = f"""
+from flask import Flask
+from flask_v2rollout import V2Rollout
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+app = Flask("late", instance_path={str(tmp_path)!r})
+ext = V2Rollout(app)
+ext.register("calc", v1=lambda x: x, v2=lambda x: x)
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+with app.app_context():
+    ext.calculate("calc", 1, user_id="u")
+print([s.name for s in exporter.get_finished_spans()])
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "['v2rollout.calculate calc']"
