@@ -48,6 +48,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Sequence
 
+from .alerts import Severity
 from .stats import RankTest, RatioTest, mann_whitney_binned, proportion_ratio_test
 
 HOUR = 3600.0
@@ -519,8 +520,6 @@ def _latency_test(gate: Gate, view: Mapping[str, Any]) -> RankTest | None:
 
 
 # --------------------------------------------------------------------------- rollback matrices
-
-Severity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW"]
 
 
 @dataclass(frozen=True)
