@@ -246,6 +246,16 @@ def evaluate_cmd(as_json: bool) -> None:
         for name, v in r.items()))
 
 
+@cli.command("test-alert")
+@actor_option
+@with_appcontext
+@_operator_errors
+def test_alert(actor: str | None) -> None:
+    """Send a test alert to the webhook; exits 1 if it is not delivered."""
+    _ext().send_test_alert(actor=_actor(actor))
+    click.echo("test alert delivered")
+
+
 @cli.command("check")
 @click.argument("check_name")
 @click.option("--pass/--fail", "passed", default=None, help="The verdict (required).")

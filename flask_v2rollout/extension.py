@@ -22,7 +22,7 @@ from .bucketing import assign, fine_bucket
 from .compare import Comparator, Extractor, as_extractor, number_of
 from .config import DEFAULTS
 from .dispatch import Calculator, Outcome, qualified_name, run
-from .errors import FlagError, GateError, UnknownRollout
+from .errors import FlagError, GateError, RolloutError, UnknownRollout
 from .evaluator import Evaluator
 from .gates import MANUAL_CHECKS
 from .flags import FLAG_NAMES, PERCENTAGE, RUNBOOK_DEFAULTS, SHADOW, FlagChange, FlagSnapshot, FlagStore, validate_flags
@@ -608,6 +608,19 @@ class V2Rollout:
         state = self._state()
         state.flusher.cycle(hooks=False)  # this process's counts and fresh probe samples first
         return state.evaluator.run()
+
+    def send_test_alert(self, *, actor: str) -> None:
+        """POST a test alert to the webhook, so operators see the channel work (pre-deployment checklist).
+
+        Raises ``RolloutError`` when no webhook is configured or the delivery failed.
+        """
+        webhook = self._state().evaluator.webhook
+        if webhook is None:
+            raise RolloutError("no alert webhook is configured (V2ROLLOUT_WEBHOOK_URL)")
+        payload = {"event": "alert_test", "rule": "test_alert", "severity": "LOW", "actor": actor,
+                   "description": "test alert from Flask-V2Rollout", "at": self._state().clock()}
+        if not webhook.send(payload):
+            raise RolloutError(f"test alert not delivered to {webhook.url}; see the log for the error")
 
     def alerts(self, name: str | None = None) -> list[dict[str, Any]]:
         """Pending and firing alerts."""

@@ -42,3 +42,13 @@ def require(condition: bool, reason: str) -> None:
     if ci():
         pytest.fail(f"required component missing in CI: {reason}")
     pytest.skip(reason)
+
+
+def free_port_url() -> str:
+    """A loopback URL nothing listens on (the port was free a moment ago)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/hook"

@@ -134,3 +134,30 @@ def test_unknown_metric_in_rules_is_a_load_error(make_app, tmp_path: Path) -> No
     app, _ = make_app(ext, V2ROLLOUT_ALERT_RULES=str(rules))
     with app.app_context(), pytest.raises(AlertRuleError, match="stale_game_log"):
         ext.evaluate()
+
+
+def test_test_alert_reaches_the_webhook(make_app, receiver) -> None:
+    from flask_v2rollout.cli import cli
+
+    ext = V2Rollout()
+    ext.register("calc", v1=abs, v2=abs)
+    app, _ = make_app(ext, V2ROLLOUT_WEBHOOK_URL=receiver.url)
+    result = app.test_cli_runner().invoke(cli, ["test-alert", "--actor", "ops"])
+    assert result.exit_code == 0 and "delivered" in result.output
+    with receiver.arrived:
+        receiver.arrived.wait_for(lambda: receiver.received, timeout=10)
+    assert receiver.received[0]["event"] == "alert_test" and receiver.received[0]["actor"] == "ops"
+
+
+def test_test_alert_fails_clearly_without_a_working_webhook(make_app) -> None:
+    from flask_v2rollout.cli import cli
+    from helpers import free_port_url
+
+    ext = V2Rollout()
+    ext.register("calc", v1=abs, v2=abs)
+    app, _ = make_app(ext)
+    result = app.test_cli_runner().invoke(cli, ["test-alert"])
+    assert result.exit_code == 1 and "no alert webhook is configured" in result.output
+    app2, _ = make_app(ext, instance="other", V2ROLLOUT_WEBHOOK_URL=free_port_url(), V2ROLLOUT_WEBHOOK_RETRIES=0)
+    result = app2.test_cli_runner().invoke(cli, ["test-alert"])
+    assert result.exit_code == 1 and "not delivered" in result.output
