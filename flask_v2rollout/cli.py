@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import getpass
 import json
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 import click
@@ -39,6 +40,10 @@ def _actor(actor: str | None) -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli"
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
 
 
 def _emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
@@ -224,7 +229,8 @@ def alerts(rollout_name: str | None, history: bool, as_json: bool) -> None:
     rows = ext.alert_history(name) if history else ext.alerts(name)
     if history:
         _emit(rows, as_json, lambda rs: "\n".join(
-            f"{r['at']:.0f}  {r['rollout']}  {r['rule']} {r['event']} ({r['severity']})" for r in rs) or "no alerts yet")
+            f"{_iso(r['at'])}  {r['rollout']}  {r['rule']} {r['event']} ({r['severity']})" for r in rs)
+            or "no alerts yet")
     else:
         _emit(rows, as_json, lambda rs: "\n".join(
             f"{r['rollout']}  {r['severity']}  {r['rule']}: {r['state']} — {r['action']}" for r in rs) or "no active alerts")
