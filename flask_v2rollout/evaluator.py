@@ -18,6 +18,7 @@ from sqlalchemy import func, insert, select, update
 
 from . import lease, signals
 from .alerts import DEFAULT_METRICS, RuleSet, RuleState, Transition, default_rules, evaluate, load_rules
+from .errors import ConflictError
 from .flags import AUTOPILOT, PERCENTAGE, SHADOW, FlagSnapshot
 from .gates import (
     Action,
@@ -202,13 +203,19 @@ class Evaluator:
     # -- gate -------------------------------------------------------------------------------
     def gate(self, name: str, now: float) -> dict[str, Any]:
         """The current gate's decision with every criterion, plus the rollback matrix."""
-        flags = self.state.store.read_fresh(name).values
+        stage, decision, matrix, line = self._decide(name, self.state.store.read_fresh(name).values, now)
+        return gate_report(name, stage, decision, matrix, line, next_stage(stage, self.stages))
+
+    def _decide(
+        self, name: str, flags: Mapping[str, Any], now: float
+    ) -> tuple[Stage, GateDecision, Decision, dict[str, Any]]:
+        """The stage, its gate's decision, the rollback matrix's verdict, and the stage's timeline."""
         view, stage, line = self.view(name, flags, now)
         decision = evaluate_gate(gate_for(stage.name, self.gates), view, now_in_stage_s=now - line["entered_at"],
                                  stages=self.stages)
         matrix = rollback_decision(stage, **matrix_signals(
             view, min_calculations=self.min_calculations, min_users=self.min_users))
-        return gate_report(name, stage, decision, matrix, line, next_stage(stage, self.stages))
+        return stage, decision, matrix, line
 
     # -- manual checks -------------------------------------------------------------------------
     def manual_records(self, name: str, *, since: float | None = None) -> dict[str, dict[str, Any]]:
@@ -302,8 +309,6 @@ class Evaluator:
     def _auto_rollback(self, name: str, t: Transition, snap: FlagSnapshot) -> bool:
         if snap.percentage <= 0:
             return False
-        from .errors import ConflictError
-
         try:
             made = self.state.ext.set_flags(
                 name, {PERCENTAGE: 0}, actor=AUTO_ROLLBACK_ACTOR,
@@ -316,11 +321,7 @@ class Evaluator:
 
     def _autopilot(self, name: str, now: float) -> dict[str, Any]:
         snap = self.state.store.read_fresh(name)
-        view, stage, line = self.view(name, snap.values, now)
-        decision = evaluate_gate(gate_for(stage.name, self.gates), view, now_in_stage_s=now - line["entered_at"],
-                                 stages=self.stages)
-        matrix = rollback_decision(stage, **matrix_signals(
-            view, min_calculations=self.min_calculations, min_users=self.min_users))
+        stage, decision, matrix, line = self._decide(name, snap.values, now)
         last = line["last_change_at"]
         elapsed_ok = last is None or now - last >= self.watch_s
         action = autopilot_step(stage, decision, matrix, elapsed_ok, current_percentage=snap.percentage,
@@ -334,8 +335,6 @@ class Evaluator:
         return result
 
     def _apply(self, name: str, action: Action, snap: FlagSnapshot) -> None:
-        from .errors import ConflictError
-
         changes: dict[str, Any] = {PERCENTAGE: action.target_percentage}
         if action.kind == "advance" and action.stage is not None:
             changes[SHADOW] = action.stage.shadow
