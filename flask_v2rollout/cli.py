@@ -154,7 +154,7 @@ def audit(rollout_name: str | None, limit: int, as_json: bool) -> None:
 @_operator_errors
 def metrics(rollout_name: str | None, window: str, as_json: bool) -> None:
     """Merged metrics of every worker over a window."""
-    from .metrics import parse_window
+    from .metrics.recorder import parse_window
 
     try:
         parse_window(window)

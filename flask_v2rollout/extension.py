@@ -23,13 +23,13 @@ from .compare import Comparator, Extractor, as_extractor, number_of
 from .config import DEFAULTS
 from .dispatch import Calculator, Outcome, qualified_name, run
 from .errors import FlagError, GateError, RolloutError, UnknownRollout
-from .evaluator import Evaluator
-from .gates import MANUAL_CHECKS
+from .decisions.evaluator import Evaluator
+from .rules.gates import MANUAL_CHECKS
 from .flags import FLAG_NAMES, PERCENTAGE, RUNBOOK_DEFAULTS, SHADOW, FlagChange, FlagSnapshot, FlagStore, validate_flags
 from .identity import UserLoader, resolve_user_id
 from .jsonlog import JsonlLog
-from .metric_store import Flusher, MetricStore
-from .metrics import Recorder, parse_window
+from .metrics.store import Flusher, MetricStore
+from .metrics.recorder import Recorder, parse_window
 from .models import checks_table
 from .shadow import ShadowRunner, submit_shadow
 from .telemetry import Telemetry

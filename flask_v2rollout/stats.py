@@ -8,7 +8,7 @@ point estimates:
 * Is v2 slower than v1? — :func:`mann_whitney_u` / :func:`mann_whitney_binned`,
   a rank test, because latencies are skewed and only their order matters. The
   binned form works directly on the latency histograms ``{bin_index: count}``
-  kept by :mod:`flask_v2rollout.metrics` (bin values grow with the index, so the
+  kept by :mod:`flask_v2rollout.metrics.recorder` (bin values grow with the index, so the
   index orders them), in O(bins) instead of O(samples).
 """
 from __future__ import annotations

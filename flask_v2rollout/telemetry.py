@@ -28,7 +28,7 @@ from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
 from .dispatch import Outcome, qualified_name
-from .metrics import reason_code
+from .metrics.recorder import reason_code
 
 if TYPE_CHECKING:
     from flask import Flask

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flask_v2rollout import V2Rollout
-from flask_v2rollout.alerts import AlertRuleError
+from flask_v2rollout.rules.alerts import AlertRuleError
 from flask_v2rollout.testing import Clock, record_signals, use_clock
 
 RULES = """

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flask_v2rollout.alerts import (
+from flask_v2rollout.rules.alerts import (
     DEFAULT_METRICS,
     AlertRuleError,
     RuleSet,

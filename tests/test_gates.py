@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flask_v2rollout.gates import (
+from flask_v2rollout.rules.gates import (
     CONDITIONAL,
     DAY,
     GATES,

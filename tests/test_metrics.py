@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from flask_v2rollout import Fallback, V2Rollout
-from flask_v2rollout.metrics import Batch, Recorder, bin_value, latency_bin, parse_window, percentile
-from flask_v2rollout.metric_store import MetricStore
+from flask_v2rollout.metrics.recorder import Batch, Recorder, bin_value, latency_bin, parse_window, percentile
+from flask_v2rollout.metrics.store import MetricStore
 from flask_v2rollout.models import metadata
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..metrics import parse_window
+from ..metrics.recorder import parse_window
 from .errors import bad_input
 
 MAX_REASON = 1000

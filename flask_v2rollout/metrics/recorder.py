@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from .dispatch import Outcome
+from ..dispatch import Outcome
 
 # metric names
 CALCULATIONS = "calculations"

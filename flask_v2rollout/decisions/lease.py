@@ -14,7 +14,7 @@ from typing import Callable
 from sqlalchemy import Engine, insert, or_, update
 from sqlalchemy.exc import IntegrityError
 
-from .models import leases_table
+from ..models import leases_table
 
 _HOLDERS: dict[int, str] = {}
 

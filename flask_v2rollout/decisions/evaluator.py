@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any, Mapping
 from flask import Flask
 from sqlalchemy import func, insert, select, update
 
-from . import lease, signals
-from .alerts import DEFAULT_METRICS, RuleSet, RuleState, Transition, default_rules, evaluate, load_rules
-from .errors import ConflictError
-from .flags import AUTOPILOT, PERCENTAGE, SHADOW, FlagSnapshot
-from .gates import (
+from .. import signals
+from . import lease
+from ..rules.alerts import DEFAULT_METRICS, RuleSet, RuleState, Transition, default_rules, evaluate, load_rules
+from ..errors import ConflictError
+from ..flags import AUTOPILOT, PERCENTAGE, SHADOW, FlagSnapshot
+from ..rules.gates import (
     Action,
     Decision,
     GateDecision,
@@ -34,11 +35,11 @@ from .gates import (
     next_stage,
     rollback_decision,
 )
-from .models import alert_events_table, alert_state_table, checks_table, counters_table
+from ..models import alert_events_table, alert_state_table, checks_table, counters_table
 from .webhook import Webhook
 
 if TYPE_CHECKING:
-    from .extension import _State
+    from ..extension import _State
 
 log = logging.getLogger("flask_v2rollout.alerts")
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 from .alerts import Severity
-from .stats import RankTest, RatioTest, mann_whitney_binned, proportion_ratio_test
+from ..stats import RankTest, RatioTest, mann_whitney_binned, proportion_ratio_test
 
 HOUR = 3600.0
 DAY = 24 * HOUR

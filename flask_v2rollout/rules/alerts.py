@@ -608,7 +608,7 @@ def load_rules(path: str | Path, known_metrics: Iterable[str] = DEFAULT_METRICS)
 
 
 def default_rules(known_metrics: Iterable[str] = DEFAULT_METRICS) -> RuleSet:
-    """The runbook's ten rules, shipped as ``flask_v2rollout/v2_alerts.yaml``."""
+    """The runbook's ten rules, shipped as ``flask_v2rollout/rules/v2_alerts.yaml``."""
     text = resources.files(__package__).joinpath(DEFAULT_RULES_FILE).read_text(encoding="utf-8")
     return parse_rules(text, known_metrics, source=DEFAULT_RULES_FILE)
 

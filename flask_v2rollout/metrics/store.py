@@ -20,9 +20,9 @@ from typing import Any, Callable, Mapping
 from sqlalchemy import Engine, and_, case, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from .failures import FailureLog
-from .metrics import GLOBAL, DB_ERROR, SUBJECT, Batch, Recorder, minute_of, summarize_arm, summarize_shadow
-from .models import counters_table, exposures_table, flushes_table, metadata, probes_table
+from ..failures import FailureLog
+from .recorder import GLOBAL, DB_ERROR, SUBJECT, Batch, Recorder, minute_of, summarize_arm, summarize_shadow
+from ..models import counters_table, exposures_table, flushes_table, metadata, probes_table
 
 log = logging.getLogger("flask_v2rollout.metrics")
 

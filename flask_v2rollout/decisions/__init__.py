@@ -1,0 +1,1 @@
+"""Acting on the rules: evaluation under a lease, auto-rollback, autopilot, notifications."""

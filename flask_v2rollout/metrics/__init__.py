@@ -1,0 +1,1 @@
+"""Counting calculations per process and merging them in SQL."""
