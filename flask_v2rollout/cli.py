@@ -10,15 +10,19 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from .binding import Binding
 from .errors import RolloutError
+from .extension import V2Rollout
 from .flags import parse_flag_text
 
 
-def _ext() -> Any:
-    state = current_app.extensions.get("v2rollout")
-    if state is None:
+def _ext() -> V2Rollout:
+    found = current_app.extensions.get(Binding.KEY)
+    if found is None:
         raise click.ClickException("V2Rollout is not initialised on this app (call rollout.init_app(app)).")
-    return state.ext
+    rollout = found.rollout
+    assert isinstance(rollout, V2Rollout)
+    return rollout
 
 
 def _rollout_name(name: str | None) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
+from . import signals
 from .errors import ConflictError, FlagError
 from .failures import FailureLog
 from .models import audit_table, flags_table, metadata
@@ -432,3 +433,47 @@ def _aware(value: datetime) -> datetime:
 
 def _iso(value: datetime) -> str:
     return _aware(value).isoformat()
+
+
+class FlagService:
+    """The one way flags are written: validated, audited, then signalled.
+
+    The extension's public methods, the evaluator (auto-rollback, autopilot) and
+    the admin blueprint all write through one of these, so every change is
+    audited and announced the same way. ``sender`` is the app the signals name.
+    """
+
+    def __init__(self, store: FlagStore, *, sender: Any) -> None:
+        self.store = store
+        self._sender = sender
+
+    def set_flags(
+        self, name: str, changes: Mapping[str, Any], *, actor: str, reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> list[FlagChange]:
+        """Change several flags atomically (``ConflictError`` if the version moved); then signal each change."""
+        made = self.store.set(name, changes, actor=actor, reason=reason, expected_version=expected_version)
+        for change in made:
+            signals.flag_changed.send(
+                self._sender, rollout=name, flag=change.flag, old=change.old, new=change.new,
+                actor=change.actor, reason=change.reason,
+            )
+        return made
+
+    def rollback(
+        self, name: str, target: float = 0, *, actor: str, reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> list[FlagChange]:
+        """Lower the percentage to ``target``; a target above the current percentage is refused."""
+        current = self.store.read_fresh(name)
+        try:
+            checked = validate_flags({PERCENTAGE: target})[PERCENTAGE]
+        except FlagError as exc:
+            raise FlagError(str(exc), field="target") from None
+        if checked > current.percentage:
+            raise FlagError(
+                f"rollback target {checked:g} is above the current percentage {current.percentage:g}",
+                field="target",
+            )
+        return self.set_flags(name, {PERCENTAGE: checked}, actor=actor, reason=reason,
+                              expected_version=expected_version)

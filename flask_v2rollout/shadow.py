@@ -20,17 +20,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from contextlib import AbstractContextManager
+from typing import Any, Callable, Mapping, Protocol
 
 from opentelemetry import context as otel_context
 
-from . import signals
 from .compare import FALLBACK, V2_ERROR, Comparison, compare_values
 from .dispatch import Outcome
 from .errors import Fallback
-
-if TYPE_CHECKING:
-    from .extension import Rollout, _State
+from .registry import Rollout
 
 log = logging.getLogger("flask_v2rollout.shadow")
 
@@ -257,6 +255,21 @@ class ShadowRunner:
 COMPARE_ERROR = "compare_error"
 
 
+class ShadowSinks(Protocol):
+    """Where a shadow run's result goes (the request pipeline implements it)."""
+
+    def running(self, job: ShadowJob) -> AbstractContextManager[None]:
+        """The context a run executes in: the app context and the run's span."""
+
+    def failed(self, work: ShadowWork, exc: BaseException) -> None: ...
+
+    def compared(self, work: ShadowWork, comparison: Comparison, value: Any, duration_ms: float) -> None: ...
+
+    def timed_out(self, job: ShadowJob) -> None: ...
+
+    def dropped(self, job: ShadowJob, reason: str) -> None: ...
+
+
 @dataclass
 class ShadowWork:
     """A submitted shadow run: the other version, with the call's arguments as submitted.
@@ -265,8 +278,8 @@ class ShadowWork:
     mutate them.
     """
 
-    state: "_State"
-    rollout: "Rollout"
+    sinks: ShadowSinks
+    rollout: Rollout
     version: str
     primary: Outcome
     args: tuple[Any, ...]
@@ -277,23 +290,16 @@ class ShadowWork:
     submitted: float
 
 
-def submit_shadow(
-    state: "_State", rollout: "Rollout", version: str, primary: Outcome, args: tuple[Any, ...],
-    kwargs: Mapping[str, Any], subject: str | None, monitoring: bool,
-) -> bool:
-    """Queue ``version`` of ``rollout`` to run off the request path; never blocks."""
-    work = ShadowWork(
-        state, rollout, version, primary, args, kwargs, subject, monitoring,
-        otel_context.get_current(), time.monotonic(),
-    )
-    return state.shadow.submit(ShadowJob(_run, _timed_out, _dropped, work))
+def shadow_job(work: ShadowWork) -> ShadowJob:
+    """The runner's job for ``work``."""
+    return ShadowJob(_run, _timed_out, _dropped, work)
 
 
 def _run(job: ShadowJob) -> None:
     work: ShadowWork = job.payload
     rollout = work.rollout
     fn = rollout.v2 if work.version == "v2" else rollout.v1
-    with work.state.app.app_context(), work.state.telemetry.shadow_span(job):
+    with work.sinks.running(job):
         start = perf_counter()
         value: Any = None
         failure: str | None = None
@@ -303,12 +309,12 @@ def _run(job: ShadowJob) -> None:
             failure = FALLBACK
         except Exception as exc:
             failure = V2_ERROR if work.version == "v2" else "v1_error"
-            work.state.telemetry.shadow_failed(exc)
+            work.sinks.failed(work, exc)
         duration_ms = (perf_counter() - start) * 1000.0
         if not job.claim():
             return  # timed out: counted by the runner, result discarded
         comparison = _compare(work, value) if failure is None else Comparison(failure)
-        _report(work, comparison, value, duration_ms)
+        work.sinks.compared(work, comparison, value, duration_ms)
 
 
 def _compare(work: ShadowWork, value: Any) -> Comparison:
@@ -320,38 +326,11 @@ def _compare(work: ShadowWork, value: Any) -> Comparison:
         return Comparison(COMPARE_ERROR)
 
 
-def _report(work: ShadowWork, comparison: Comparison, value: Any, duration_ms: float) -> None:
-    state, rollout = work.state, work.rollout
-    state.recorder.shadow(
-        rollout.name, work.version, comparison.agreement, difference=comparison.difference, duration_ms=duration_ms
-    )
-    state.telemetry.shadow_compared(work, comparison)
-    if work.monitoring and state.jsonlog is not None:
-        v2_value = value if work.version == "v2" else work.primary.value
-        metadata = None
-        if rollout.metadata is not None and comparison.agreement not in (FALLBACK, V2_ERROR):
-            try:
-                metadata = dict(rollout.metadata(v2_value))
-            except Exception:
-                metadata = None
-        state.jsonlog.shadow(
-            rollout.name, subject=work.subject, user_id=work.primary.user_id, comparison=comparison,
-            shadow_version=work.version, duration_ms=duration_ms, v2_metadata=metadata,
-        )
-    if signals.shadow_compared.receivers:
-        signals.shadow_compared.send(
-            state.app, rollout=rollout.name, version=work.version, comparison=comparison,
-            outcome=work.primary, duration_ms=duration_ms,
-        )
-
-
 def _timed_out(job: ShadowJob) -> None:
     work: ShadowWork = job.payload
-    work.state.recorder.shadow_timeout(work.rollout.name, work.version)
-    work.state.telemetry.shadow_timed_out(job)
+    work.sinks.timed_out(job)
 
 
 def _dropped(job: ShadowJob, reason: str) -> None:
     work: ShadowWork = job.payload
-    work.state.recorder.shadow_drop(work.rollout.name, work.version, reason)
-    work.state.telemetry.shadow_dropped(work, reason)
+    work.sinks.dropped(job, reason)

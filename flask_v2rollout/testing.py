@@ -26,6 +26,7 @@ import pytest
 from flask import Flask
 
 from . import signals as _signals
+from .runtime import Runtime
 
 MARKER = "v2rollout"
 _SIGNALS = {
@@ -34,9 +35,10 @@ _SIGNALS = {
 }
 
 
-def _state(app: Flask) -> Any:
+def _state(app: Flask) -> Runtime:
     try:
-        return app.extensions["v2rollout"]
+        runtime: Runtime = app.extensions["v2rollout"]
+        return runtime
     except KeyError:
         raise RuntimeError("V2Rollout is not initialised on this app (call rollout.init_app(app)).") from None
 
@@ -46,17 +48,18 @@ def force_version(app: Flask, rollout: str, version: str) -> Iterator[None]:
     """Serve ``version`` of ``rollout`` to every user of ``app`` inside the block."""
     if version not in ("v1", "v2"):
         raise ValueError(f"version must be 'v1' or 'v2', got {version!r}")
-    state = _state(app)
-    state.ext._rollout(rollout)
-    had, previous = rollout in state.forced, state.forced.get(rollout)
-    state.forced[rollout] = version
+    runtime = _state(app)
+    runtime.registry.get(rollout)
+    forced = runtime.pipeline.forced
+    previous = forced.get(rollout)
+    forced[rollout] = version
     try:
         yield
     finally:
-        if had:
-            state.forced[rollout] = previous
+        if previous is not None:
+            forced[rollout] = previous
         else:
-            state.forced.pop(rollout, None)
+            forced.pop(rollout, None)
 
 
 @contextmanager
@@ -87,12 +90,12 @@ class Clock:
 @contextmanager
 def use_clock(app: Flask, clock: Clock) -> Iterator[Clock]:
     """Let ``clock`` drive the app's metrics, windows, gates and autopilot."""
-    state = _state(app)
-    previous, state.clock = state.clock, clock
+    wall = _state(app).clock
+    previous, wall.source = wall.source, clock
     try:
         yield clock
     finally:
-        state.clock = previous
+        wall.source = previous
 
 
 @dataclass
@@ -168,16 +171,15 @@ def capture_telemetry(app: Flask) -> Iterator[TelemetryCapture]:
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     meter_provider = MeterProvider(metric_readers=[reader])
-    previous = state.telemetry
-    state.telemetry = Telemetry(
-        enabled=True, include_user_id=previous.include_user_id, store=state.store,
-        rollouts=state.ext._rollouts.keys, shadow=state.shadow,
+    previous = state.use_telemetry(Telemetry(
+        enabled=True, include_user_id=state.telemetry.include_user_id, store=state.store,
+        rollouts=state.registry.names, shadow=state.shadow,
         tracer_provider=tracer_provider, meter_provider=meter_provider,
-    )
+    ))
     try:
         yield TelemetryCapture(exporter, reader, tracer_provider, meter_provider)
     finally:
-        state.telemetry = previous
+        state.use_telemetry(previous)
         tracer_provider.shutdown()
         meter_provider.shutdown()
 

@@ -162,11 +162,16 @@ def test_sign_in_never_redirects_off_the_dashboard(client: FlaskClient, target: 
     assert response.headers["Location"] == "/v2rollout/"
 
 
-def test_rotating_the_token_signs_everyone_out(admin: tuple[Flask, V2Rollout], client: FlaskClient) -> None:
+def test_rotating_the_token_signs_everyone_out(tmp_path: Path, client: FlaskClient) -> None:
     sign_in(client)
     assert client.get("/v2rollout/").status_code == 200
-    admin[0].config["V2ROLLOUT_ADMIN_TOKEN"] = "a-new-token-entirely"
-    assert client.get("/v2rollout/").status_code == 302
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    # Rotation is a restart with the new token (settings are read once per app): the old sign-in is void.
+    rotated, _ = make(tmp_path / "rotated", V2ROLLOUT_ADMIN_TOKEN="a-new-token-entirely")
+    after = rotated.test_client()
+    after.set_cookie("session", cookie.value)
+    assert after.get("/v2rollout/").status_code == 302
 
 
 # -- CSRF ------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def test_request_never_waits_for_v2(make_app) -> None:
     assert response.status_code == 200 and response.get_json()["version"] == "v1"
     assert started.wait(5)  # v2 is running in the background while the response is already out
     with app.app_context():
-        assert ext._state().shadow.pending == 1
+        assert ext.health()["shadow"]["pending"] == 1
         release.set()
         assert ext.drain(5)
         assert ext.stats("calc")["v2"]["shadow"] == {"EXACT": 1}

@@ -33,7 +33,7 @@ def test_force_version_rejects_bad_input(app) -> None:
     with pytest.raises(KeyError):
         with force_version(app, "nope", "v2"):
             pass
-    assert app.extensions["v2rollout"].forced == {}
+    assert app.extensions["v2rollout"].pipeline.forced == {}
 
 
 def test_nested_pins_restore_the_outer_one(app, ext) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, abort
 
 from . import api, auth, views
+from ..binding import Binding
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -39,6 +40,6 @@ def _security_headers(response: Response) -> Response:
     return response
 
 
-def register_admin(app: Flask) -> None:
-    """Mount the admin surface on ``app`` at ``V2ROLLOUT_URL_PREFIX``."""
-    app.register_blueprint(bp, url_prefix=app.config["V2ROLLOUT_URL_PREFIX"])
+def register_admin(app: Flask, binding: Binding) -> None:
+    """Mount the admin surface on ``app`` at ``V2ROLLOUT_URL_PREFIX``, serving ``binding``'s extension."""
+    app.register_blueprint(bp, url_prefix=binding.settings.url_prefix)

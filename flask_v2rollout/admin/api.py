@@ -14,6 +14,7 @@ from werkzeug.routing import RoutingException
 from ..errors import FlagError, RolloutError
 from ..flags import PERCENTAGE, validate_flag
 from . import auth, inputs
+from ..binding import RolloutAPI, binding
 from .errors import AdminError, bad_input, from_rollout_error
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -22,8 +23,8 @@ MAX_BODY = 64 * 1024
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _ext() -> Any:
-    return current_app.extensions["v2rollout"].ext
+def _ext() -> RolloutAPI:
+    return binding().rollout
 
 
 @bp.before_request

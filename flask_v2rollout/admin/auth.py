@@ -20,6 +20,7 @@ from flask import current_app, request, session
 from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms.validators import ValidationError
 
+from ..binding import binding
 from .errors import AdminError
 
 SESSION_KEY = "v2rollout_admin"
@@ -29,12 +30,11 @@ MAX_ACTOR = 200  # the audit table's actor column
 
 
 def _token() -> str | None:
-    token = current_app.config.get("V2ROLLOUT_ADMIN_TOKEN")
-    return str(token) if token else None
+    return binding().settings.admin_token or None
 
 
 def _loader() -> Any:
-    return current_app.extensions["v2rollout"].ext._admin_required
+    return binding().admin_required
 
 
 def configured() -> bool:
@@ -47,7 +47,7 @@ def token_enabled() -> bool:
 
 
 def token_actor() -> str:
-    return str(current_app.config.get("V2ROLLOUT_ADMIN_TOKEN_ACTOR") or "token")[:MAX_ACTOR]
+    return (binding().settings.admin_token_actor or "token")[:MAX_ACTOR]
 
 
 def _same(candidate: str, token: str) -> bool:

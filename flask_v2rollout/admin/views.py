@@ -16,6 +16,7 @@ from ..errors import RolloutError
 from ..flags import FLAG_NAMES, PERCENTAGE, parse_flag_text
 from . import auth, inputs
 from .charts import RANGES, build_charts
+from ..binding import RolloutAPI, binding
 from .errors import AdminError, bad_input, from_rollout_error
 from .svg import number
 
@@ -40,8 +41,8 @@ FLAG_HELP = {
 TOGGLES = tuple(flag for flag in FLAG_NAMES if flag != PERCENTAGE)
 
 
-def _ext() -> Any:
-    return current_app.extensions["v2rollout"].ext
+def _ext() -> RolloutAPI:
+    return binding().rollout
 
 
 # -- access ----------------------------------------------------------------------------
@@ -192,7 +193,7 @@ def _page(name: str, range_key: str) -> dict[str, Any]:
         "charts": build_charts(ext.series(name, window)[:-1], bucket),
         "range_key": range_key,
         "ranges": RANGES,
-        "refresh_s": int(current_app.config.get("V2ROLLOUT_ADMIN_REFRESH_S") or 0),
+        "refresh_s": int(binding().settings.admin_refresh_s),
         "rendered_at": time.time(),
     }
 

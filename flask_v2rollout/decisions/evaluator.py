@@ -10,20 +10,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from datetime import timezone
-from typing import TYPE_CHECKING, Any, Mapping
+from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from flask import Flask
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from .. import signals
 from . import lease
 from ..rules.alerts import DEFAULT_METRICS, RuleSet, RuleState, Transition, default_rules, evaluate, load_rules
-from ..errors import ConflictError
-from ..flags import AUTOPILOT, PERCENTAGE, SHADOW, FlagSnapshot
+from ..errors import ConflictError, FlagError
+from ..flags import AUTOPILOT, PERCENTAGE, SHADOW, FlagService, FlagSnapshot, FlagStore
+from ..jsonlog import JsonlLog
+from ..metrics.store import MetricStore
+from ..registry import Probe, Rollout
+from ..settings import Settings
 from ..rules.gates import (
     Action,
     Decision,
+    MANUAL_CHECKS,
     GateDecision,
     Stage,
     autopilot_step,
@@ -36,10 +42,8 @@ from ..rules.gates import (
     rollback_decision,
 )
 from ..models import alert_events_table, alert_state_table, checks_table, counters_table
-from .webhook import Webhook
+from .notify import Router
 
-if TYPE_CHECKING:
-    from ..extension import _State
 
 log = logging.getLogger("flask_v2rollout.alerts")
 
@@ -55,38 +59,49 @@ def _frac(pct: float | None) -> float | None:
 class Evaluator:
     """Gates, alerts, rollback and autopilot for every rollout of one app."""
 
-    def __init__(self, state: "_State") -> None:
-        cfg = state.app.config
-        self.state = state
-        self.stages = build_stages(cfg["V2ROLLOUT_STAGE_DURATIONS"] or None)
+    def __init__(
+        self, *, app: Flask, settings: Settings, rollouts: Mapping[str, Rollout], probes: Mapping[str, Probe],
+        store: FlagStore, flags: FlagService, metric_store: MetricStore, engine: Callable[[], Engine],
+        clock: Callable[[], float], jsonlog: JsonlLog | None, notifications: Router,
+    ) -> None:
+        self.app = app
+        self.rollouts = rollouts
+        self.probes = probes
+        self.store = store
+        self.flags = flags
+        self.metric_store = metric_store
+        self.engine = engine
+        self.clock = clock
+        self.jsonlog = jsonlog
+        self.notifications = notifications
+        self.stages = build_stages(settings.stage_durations or None)
         self.gates = build_gates(
-            min_calculations=int(cfg["V2ROLLOUT_GATE_MIN_CALCULATIONS"]),
-            min_users=int(cfg["V2ROLLOUT_GATE_MIN_USERS"]),
+            min_calculations=settings.gate_min_calculations,
+            min_users=settings.gate_min_users,
         )
-        self.min_users = int(cfg["V2ROLLOUT_GATE_MIN_USERS"])
-        self.min_calculations = int(cfg["V2ROLLOUT_GATE_MIN_CALCULATIONS"])
-        self.rules_path: str | None = cfg["V2ROLLOUT_ALERT_RULES"]
-        self.auto_rollback = bool(cfg["V2ROLLOUT_AUTO_ROLLBACK"])
-        self.watch_s = float(cfg["V2ROLLOUT_WATCH_INTERVAL_S"])
-        self.lease_s = float(cfg["V2ROLLOUT_LEASE_S"])
-        self.every_s = float(cfg["V2ROLLOUT_EVALUATE_EVERY_S"])
-        self.alert_window_s = int(cfg["V2ROLLOUT_ALERT_WINDOW_S"])
-        self.webhook = Webhook.from_config(cfg)
+        self.min_users = settings.gate_min_users
+        self.min_calculations = settings.gate_min_calculations
+        self.rules_path: str | None = settings.alert_rules
+        self.auto_rollback = settings.auto_rollback
+        self.watch_s = settings.watch_interval_s
+        self.lease_s = settings.lease_s
+        self.every_s = settings.evaluate_every_s
+        self.alert_window_s = settings.alert_window_s
         self._rules: RuleSet | None = None
         self._last_run = float("-inf")
         #: the autopilot's last word per rollout (hold reasons are not audited)
         self.last_actions: dict[str, dict[str, Any]] = {}
 
-    def _engine(self) -> Any:
-        self.state.store.ensure_tables()
-        return self.state.engine()
+    def _engine(self) -> Engine:
+        self.store.ensure_tables()
+        return self.engine()
 
     # -- rules ------------------------------------------------------------------------
     @property
     def rules(self) -> RuleSet:
         """The alert rules, loaded (and fully validated) on first use."""
         if self._rules is None:
-            known = set(DEFAULT_METRICS) | set(self.state.ext._probes)
+            known = set(DEFAULT_METRICS) | set(self.probes)
             self._rules = load_rules(self.rules_path, known) if self.rules_path else default_rules(known)
         return self._rules
 
@@ -105,7 +120,7 @@ class Evaluator:
 
     def timeline(self, name: str, stage: Stage, now: float) -> dict[str, Any]:
         """When the rollout entered its stage (and the one before), rollbacks since, from the audit."""
-        rows = [r for r in reversed(self.state.store.audit(name, limit=500)) if r["flag"] == PERCENTAGE]
+        rows = [r for r in reversed(self.store.audit(name, limit=500)) if r["flag"] == PERCENTAGE]
         entered = previous = None
         rollbacks: list[float] = []
         for row in rows:
@@ -128,7 +143,7 @@ class Evaluator:
             first = conn.execute(
                 select(func.min(counters_table.c.minute)).where(counters_table.c.rollout == name)
             ).scalar()
-        known = [t for t in (self.state.store.created_at(name), first) if t is not None]
+        known = [t for t in (self.store.created_at(name), first) if t is not None]
         return float(min(known)) if known else now
 
     # -- views ----------------------------------------------------------------------------
@@ -136,7 +151,7 @@ class Evaluator:
         """The gates' MetricsView over the current stage, the stage, and its timeline."""
         stage = self.stage_of(flags)
         line = self.timeline(name, stage, now)
-        store = self.state.metric_store
+        store = self.metric_store
         cur = store.window(name, 0, now, since=line["entered_at"], bins=True)
         view: dict[str, Any] = {arm: self._arm(cur["arms"][arm]) for arm in ("v1", "v2")}
         view["shadow"] = self._shadow(cur["shadow"]["v2"], cur["arms"]["v1"])
@@ -147,9 +162,9 @@ class Evaluator:
         view["db_errors"] = cur["db_errors"]
         view["rollbacks_in_stage"] = line["rollbacks"]
         view["critical_incidents_in_stage"] = self._criticals_since(name, line["entered_at"])
-        view["monitoring_ok"] = self.state.metric_store.backlog == 0 and self.state.store.healthy
+        view["monitoring_ok"] = self.metric_store.backlog == 0 and self.store.healthy
         view["manual"] = self.manual(name, since=line["entered_at"])
-        offline = self.state.ext._rollouts[name].offline
+        offline = self.rollouts[name].offline
         if offline:
             view["offline"] = dict(offline)
         return view, stage, line
@@ -180,7 +195,7 @@ class Evaluator:
 
     def alert_metrics(self, name: str, flags: Mapping[str, Any], now: float) -> dict[str, float | None]:
         """The alert rules' metrics over the alert window (None where there is no data)."""
-        m = self.state.metric_store.window(name, self.alert_window_s, now)
+        m = self.metric_store.window(name, self.alert_window_s, now)
         v1, v2, shadow = m["arms"]["v1"], m["arms"]["v2"], m["shadow"]["v2"]
 
         def conversion(arm: Mapping[str, Any]) -> float | None:
@@ -197,14 +212,14 @@ class Evaluator:
         }
         for probe, value in m["probes"].items():
             values[probe] = value
-        for probe in self.state.ext._probes:
+        for probe in self.probes:
             values.setdefault(probe, None)
         return values
 
     # -- gate -------------------------------------------------------------------------------
     def gate(self, name: str, now: float) -> dict[str, Any]:
         """The current gate's decision with every criterion, plus the rollback matrix."""
-        stage, decision, matrix, line = self._decide(name, self.state.store.read_fresh(name).values, now)
+        stage, decision, matrix, line = self._decide(name, self.store.read_fresh(name).values, now)
         return gate_report(name, stage, decision, matrix, line, next_stage(stage, self.stages))
 
     def _decide(
@@ -236,29 +251,53 @@ class Evaluator:
         """The latest verdict of each manual check (recorded since ``since``)."""
         return {k: v["passed"] for k, v in self.manual_records(name, since=since).items()}
 
+    def record_check(self, name: str, check: str, passed: bool, *, actor: str, note: str | None = None) -> dict[str, Any]:
+        """Record a manual gate criterion with who and when; bad input is a ``FlagError`` naming its field."""
+        if check not in MANUAL_CHECKS:
+            raise FlagError(f"unknown check {check!r}; manual checks: {', '.join(MANUAL_CHECKS)}", field="check")
+        if not isinstance(passed, bool):
+            raise FlagError(f"passed must be true or false, got {passed!r}", field="passed")
+        if not isinstance(actor, str) or not actor.strip():
+            raise FlagError("actor is required", field="actor")
+        if note is not None and (not isinstance(note, str) or len(note) > 2000):
+            raise FlagError("note must be a string of at most 2000 characters", field="note")
+        created = datetime.fromtimestamp(self.clock(), timezone.utc)
+        row = {"rollout": name, "check": check, "passed": int(passed), "actor": actor, "note": note,
+               "created_at": created}
+        with self._engine().begin() as conn:
+            conn.execute(checks_table.insert().values(**row))
+        return {**row, "passed": passed, "created_at": created.isoformat()}
+
+    def checks(self, name: str) -> list[dict[str, Any]]:
+        """Every manual check with its latest verdict in the current stage (``passed`` None: not recorded)."""
+        stage = self.stage_of(self.store.read_fresh(name).values)
+        recorded = self.manual_records(name, since=self.timeline(name, stage, self.clock())["entered_at"])
+        return [{"check": key, "description": text, "passed": None, "actor": None, "note": None, "at": None,
+                 **recorded.get(key, {})} for key, text in MANUAL_CHECKS.items()]
+
     # -- evaluation -----------------------------------------------------------------------------
     def maybe_run(self) -> None:
         """Called after each flush: evaluate when the period is due."""
-        now = self.state.clock()
+        now = self.clock()
         if now - self._last_run >= self.every_s:
             self._last_run = now
             self.run(now)
 
     def run(self, now: float | None = None) -> dict[str, Any] | None:
         """Evaluate every rollout once; None when another process holds the lease."""
-        now = self.state.clock() if now is None else now
-        self.state.store.ensure_tables()
+        now = self.clock() if now is None else now
+        self.store.ensure_tables()
         engine = self._engine()
-        if not lease.acquire(engine, LEASE_NAME, self.lease_s, clock=self.state.clock):
+        if not lease.acquire(engine, LEASE_NAME, self.lease_s, clock=self.clock):
             return None
         try:
-            with self.state.app.app_context():
-                return {name: self._run_one(name, now) for name in sorted(self.state.ext._rollouts)}
+            with self.app.app_context():
+                return {name: self._run_one(name, now) for name in sorted(self.rollouts)}
         finally:
             lease.release(engine, LEASE_NAME)
 
     def _run_one(self, name: str, now: float) -> dict[str, Any]:
-        snap = self.state.store.read_fresh(name)
+        snap = self.store.read_fresh(name)
         flags = snap.values
         transitions = self._alerts(name, flags, now)
         rolled_back = False
@@ -294,24 +333,23 @@ class Evaluator:
         return transitions
 
     def _announce(self, name: str, t: Transition) -> None:
-        app: Flask = self.state.app
+        app: Flask = self.app
         payload = _transition_dict(t) | {"rollout": name}
         level = logging.WARNING if t.kind == "fired" else logging.INFO
         log.log(level, "v2rollout alert %s", json.dumps(payload, default=str, sort_keys=True))
-        if self.state.jsonlog is not None:
-            self.state.jsonlog.write({"event": f"alert_{t.kind}", "level": "WARNING" if t.kind == "fired" else "INFO",
+        if self.jsonlog is not None:
+            self.jsonlog.write({"event": f"alert_{t.kind}", "level": "WARNING" if t.kind == "fired" else "INFO",
                                       **payload})
         signal = signals.alert_fired if t.kind == "fired" else signals.alert_resolved
         signal.send(app, rollout=name, rule=t.rule.name, severity=t.rule.severity, values=dict(t.values),
                     action=t.rule.action, description=t.rule.description)
-        if self.webhook is not None:
-            self.webhook.send({"event": f"alert_{t.kind}", **payload})
+        self.notifications.route({"event": f"alert_{t.kind}", **payload}, t.rule.notify)
 
     def _auto_rollback(self, name: str, t: Transition, snap: FlagSnapshot) -> bool:
         if snap.percentage <= 0:
             return False
         try:
-            made = self.state.ext.set_flags(
+            made = self.flags.set_flags(
                 name, {PERCENTAGE: 0}, actor=AUTO_ROLLBACK_ACTOR,
                 reason=f"{t.rule.name} ({t.rule.severity}): {_values_text(t.values)}",
                 expected_version=snap.version,
@@ -321,7 +359,7 @@ class Evaluator:
         return bool(made)
 
     def _autopilot(self, name: str, now: float) -> dict[str, Any]:
-        snap = self.state.store.read_fresh(name)
+        snap = self.store.read_fresh(name)
         stage, decision, matrix, line = self._decide(name, snap.values, now)
         last = line["last_change_at"]
         elapsed_ok = last is None or now - last >= self.watch_s
@@ -331,7 +369,7 @@ class Evaluator:
         if action.kind != "hold":
             self._apply(name, action, snap)
         self.last_actions[name] = result
-        signals.autopilot_acted.send(self.state.app, rollout=name, action=action.kind, reason=action.reason,
+        signals.autopilot_acted.send(self.app, rollout=name, action=action.kind, reason=action.reason,
                                      target=action.target_percentage)
         return result
 
@@ -340,7 +378,7 @@ class Evaluator:
         if action.kind == "advance" and action.stage is not None:
             changes[SHADOW] = action.stage.shadow
         try:
-            self.state.ext.set_flags(name, changes, actor=AUTOPILOT_ACTOR, reason=action.reason,
+            self.flags.set_flags(name, changes, actor=AUTOPILOT_ACTOR, reason=action.reason,
                                      expected_version=snap.version)
         except ConflictError:
             log.info("v2rollout: autopilot skipped %s: flags changed meanwhile", name)

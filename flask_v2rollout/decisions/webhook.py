@@ -1,8 +1,9 @@
-"""The alert webhook: a JSON POST to the URL the host configured, with timeout and retries."""
+"""The alert webhook notifier: a JSON POST to the URL the host configured, with timeout and retries."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -12,7 +13,14 @@ log = logging.getLogger("flask_v2rollout.alerts")
 
 
 class Webhook:
-    """Posts alert transitions; failures are logged, never raised into the evaluator."""
+    """Posts alert transitions; failures are logged, never raised into the evaluator.
+
+    A :class:`~flask_v2rollout.decisions.notify.Notifier` that subscribes to every
+    channel: it receives each transition whatever the rule's ``notify:`` list says.
+    """
+
+    name = "webhook"
+    channels: frozenset[str] | None = None
 
     def __init__(self, url: str, *, timeout_s: float, retries: int) -> None:
         self.url = url
@@ -25,14 +33,6 @@ class Webhook:
         self.session.mount("https://", adapter)
         self.sent = 0
         self.failed = 0
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "Webhook | None":
-        url = cfg["V2ROLLOUT_WEBHOOK_URL"]
-        if not url:
-            return None
-        return cls(str(url), timeout_s=float(cfg["V2ROLLOUT_WEBHOOK_TIMEOUT_S"]),
-                   retries=int(cfg["V2ROLLOUT_WEBHOOK_RETRIES"]))
 
     def send(self, payload: Mapping[str, Any]) -> bool:
         try:

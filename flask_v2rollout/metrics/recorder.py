@@ -35,6 +35,8 @@ SHADOW_TIMEOUT = "shadow_timeout"
 CONVERSION = "conversion"
 SUBJECT = "subject"
 DB_ERROR = "db_error"
+#: a sink of the request pipeline (or host code inside it) raised; key = the sink
+SINK_ERROR = "sink_error"
 #: rollout/arm used for app-wide counters (database failures)
 GLOBAL = "*"
 
@@ -206,6 +208,10 @@ class Recorder:
             with self._lock:
                 self._expose_locked((rollout, arm, user_id), int(self.clock()), True)
 
+    def sink_error(self, rollout: str, arm: str, sink: str) -> None:
+        """A guarded sink raised; the caller got its outcome anyway."""
+        self._add([(rollout, arm, SINK_ERROR, sink, 1.0)])
+
     def db_failure(self, where: str) -> None:
         """A failed SQL read or write of the extension's own (flags, metrics)."""
         self._add([(GLOBAL, GLOBAL, DB_ERROR, where, 1.0)])
@@ -268,6 +274,7 @@ def summarize_arm(metrics: Mapping[str, Mapping[str, float]], minutes: float,
         "fallback_rate_pct": _pct(sum(fallbacks.values()), calcs),
         "fallbacks_by_reason": {k: int(v) for k, v in fallbacks.items()},
         "unhandled": int(sum(unhandled.values())),
+        "sink_errors": int(sum(metrics.get(SINK_ERROR, {}).values())),
         "slow": int(slow),
         "slow_pct": _pct(slow, calcs),
         "conversions": int(sum(metrics.get(CONVERSION, {}).values())),

@@ -1,0 +1,288 @@
+"""The request path, top to bottom: lazy assignment → span → dispatch → outcome → guarded sinks.
+
+1. **Assignment** happens on the first ``calculate()`` / ``current_version()`` of a
+   request and is kept on ``g`` (Flask-Login's ``current_user`` pattern): the user
+   id (host loader, Flask-Login, or a sticky anonymous id in the session), the
+   flags from the store's cache, the bucket. A request that never calculates
+   assigns nothing and never touches the session (no ``Set-Cookie``, no ``Vary``).
+2. **calculate()**: the telemetry span is current while :func:`dispatch.run`
+   serves the assigned version and falls back to v1.
+3. **Sinks**, in order: metrics recorder, JSONL log, signals, shadow submission.
+   Each is guarded: host code running inside one (a ``subject=`` or ``metadata=``
+   callable, a signal receiver) is logged and counted as a sink error, and the
+   caller still gets its outcome. Adding a sink is one entry in :attr:`Pipeline.sinks`.
+
+Shadow results come back through the same object (:class:`ShadowSinks` protocol).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import Any
+
+from flask import Flask, g, has_request_context, request
+from opentelemetry import context as otel_context
+
+from . import signals
+from .bucketing import assign, fine_bucket
+from .compare import FALLBACK, V2_ERROR, Comparison, number_of
+from .dispatch import Outcome, qualified_name, run
+from .flags import FlagSnapshot, FlagStore
+from .identity import resolve_user_id
+from .jsonlog import JsonlLog
+from .metrics.recorder import Recorder
+from .registry import Registry, Rollout
+from .shadow import ShadowJob, ShadowRunner, ShadowWork, shadow_job
+from .telemetry import Telemetry
+
+log = logging.getLogger("flask_v2rollout")
+
+_G_KEY = "_v2rollout"
+_UNRESOLVED = object()
+SAMPLE_SCALE = 10_000
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The version one user gets for one rollout, with the flags it was decided from."""
+
+    version: str
+    user_id: str | None
+    flags: FlagSnapshot
+
+
+@dataclass
+class _RequestAssignments:
+    """What one request has assigned so far (kept on ``g``, tagged with its request).
+
+    The tag matters because an app context — and so ``g`` — outlives a request
+    when one was pushed before it (tests, CLI): a new request starts afresh.
+    """
+
+    request: object
+    user_id: Any = _UNRESOLVED
+    by_rollout: dict[str, Assignment] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One finished ``calculate()``: what the sinks receive."""
+
+    rollout: Rollout
+    flags: FlagSnapshot
+    outcome: Outcome
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    subject: str | None
+
+
+Sink = Callable[[Call], None]
+
+
+class Pipeline:
+    """The request path of one app; every collaborator is handed in by the runtime."""
+
+    def __init__(
+        self, *, app: Flask, registry: Registry, store: FlagStore, recorder: Recorder, telemetry: Telemetry,
+        jsonlog: JsonlLog | None, shadow: ShadowRunner, on_activity: Callable[[], None], use_login: bool,
+        session_key: str, shadow_sample: float,
+    ) -> None:
+        self.app = app
+        self.registry = registry
+        self.store = store
+        self.recorder = recorder
+        #: replaced by the testing kit's ``capture_telemetry``
+        self.telemetry = telemetry
+        self.jsonlog = jsonlog
+        self.shadow = shadow
+        self._on_activity = on_activity
+        self._use_login = use_login
+        self._session_key = session_key
+        self._sample_threshold = round(shadow_sample * SAMPLE_SCALE)
+        self._sample_seq = 0
+        #: versions pinned by the testing kit, whatever the flags say
+        self.forced: dict[str, str] = {}
+        #: the sinks every finished call goes through, in order
+        self.sinks: tuple[tuple[str, Sink], ...] = (
+            ("metrics", self._count), ("jsonl", self._log), ("signals", self._signal), ("shadow", self._submit),
+        )
+
+    # -- 1. assignment -------------------------------------------------------------------------------
+    def assignment(self, rollout: Rollout) -> Assignment:
+        """This request's assignment for ``rollout``, made on first use and kept on ``g``."""
+        current = request._get_current_object()  # type: ignore[attr-defined]
+        state: _RequestAssignments | None = g.get(_G_KEY)
+        if state is None or state.request is not current:
+            state = _RequestAssignments(current)
+            setattr(g, _G_KEY, state)
+        found = state.by_rollout.get(rollout.name)
+        if found is None:
+            if state.user_id is _UNRESOLVED:
+                state.user_id = self._request_user_id()
+            found = state.by_rollout[rollout.name] = self.assign(rollout, state.user_id)
+        return found
+
+    def _request_user_id(self) -> str | None:
+        try:
+            return resolve_user_id(self.registry.user_loader, use_login=self._use_login,
+                                   session_key=self._session_key)
+        except Exception:
+            log.exception("v2rollout: user loader failed; serving v1 to this request")
+            return None
+
+    def assign(self, rollout: Rollout, user_id: str | None) -> Assignment:
+        """Bucket ``user_id`` on the rollout's current flags (a pinned version wins)."""
+        snap = self.store.get(rollout.name)
+        forced = self.forced.get(rollout.name) if self.forced else None
+        if forced is not None:
+            version = forced
+        else:
+            version = assign(user_id, snap.percentage, rollout.salt) if user_id is not None else "v1"
+        if signals.version_assigned.receivers:
+            self._guarded(rollout, version, "signals", lambda: signals.version_assigned.send(
+                self.app, rollout=rollout.name, user_id=user_id, version=version, percentage=snap.percentage))
+        return Assignment(version, user_id, snap)
+
+    # -- 2. calculate ----------------------------------------------------------------------------------
+    def calculate(self, rollout: Rollout, args: tuple[Any, ...], kwargs: Mapping[str, Any],
+                  user_id: Any = None) -> Outcome:
+        """Serve the assigned version, run every sink, then return the Outcome (or re-raise v1's error)."""
+        if user_id is not None:
+            assignment = self.assign(rollout, str(user_id))
+        elif has_request_context():
+            assignment = self.assignment(rollout)
+        else:
+            raise RuntimeError("calculate() outside a request needs user_id=…")
+        flags = assignment.flags
+        outcome = self.telemetry.calculate(rollout.name, flags, lambda: run(
+            rollout.name, rollout.v1, rollout.v2, assignment.version, flags.fallback, args, kwargs,
+            assignment.user_id,
+        ))
+        # 3. sinks
+        self._on_activity()
+        subject = self._guarded(rollout, outcome.assigned, "subject", lambda: rollout.subject_of(args, kwargs))
+        call = Call(rollout, flags, outcome, args, kwargs, subject)
+        for name, sink in self.sinks:
+            self._guarded(rollout, outcome.assigned, name, lambda sink=sink: sink(call))  # type: ignore[misc]
+        if outcome.raised is not None:
+            raise outcome.raised
+        return outcome
+
+    def _guarded(self, rollout: Rollout, arm: str, sink: str, work: Callable[[], Any]) -> Any:
+        """Run ``work``; an exception is logged and counted, never passed to the caller."""
+        try:
+            return work()
+        except Exception:
+            log.exception("v2rollout: %s of rollout %r failed; the outcome is served anyway", sink, rollout.name)
+            self.recorder.sink_error(rollout.name, arm, sink)
+            return None
+
+    # -- 3. sinks ------------------------------------------------------------------------------------------
+    def _count(self, call: Call) -> None:
+        raised = call.outcome.raised
+        self.recorder.calculation(
+            call.outcome, subject=call.subject, unhandled=None if raised is None else qualified_name(raised)
+        )
+
+    def _log(self, call: Call) -> None:
+        if not call.flags.monitoring or self.jsonlog is None:
+            return
+        outcome, rollout = call.outcome, call.rollout
+        meta = None
+        if rollout.metadata is not None and outcome.raised is None:
+            meta = dict(rollout.metadata(outcome.value))
+        self.jsonlog.calculation(
+            outcome, subject=call.subject, number=number_of(rollout.extract, outcome.value), metadata=meta,
+        )
+
+    def _signal(self, call: Call) -> None:
+        outcome = call.outcome
+        if outcome.raised is not None:
+            return
+        name = call.rollout.name
+        if outcome.fallback_reason is not None and signals.fallback_used.receivers:
+            signals.fallback_used.send(self.app, rollout=name, reason=outcome.fallback_reason, outcome=outcome)
+        if signals.calculation_completed.receivers:
+            signals.calculation_completed.send(self.app, rollout=name, outcome=outcome)
+
+    def _submit(self, call: Call) -> None:
+        """Shadow on and v1 served: v2 off the path; ``dual_run``: v1 off the path for v2-served calls."""
+        outcome, rollout = call.outcome, call.rollout
+        if outcome.raised is not None:
+            return
+        if outcome.assigned == "v1":
+            if call.flags.shadow and self._sampled(outcome.user_id):
+                self._submit_version(call, "v2")
+        elif rollout.dual_run and outcome.version == "v2" and self._sampled(outcome.user_id):
+            self._submit_version(call, "v1")
+
+    def _sampled(self, user_id: str | None) -> bool:
+        """Shadow this call? A hash of (user, call number) — independent of the rollout bucket."""
+        if self._sample_threshold >= SAMPLE_SCALE:
+            return True
+        if self._sample_threshold <= 0:
+            return False
+        self._sample_seq += 1
+        return fine_bucket(f"{user_id}#{self._sample_seq}", salt="v2rollout-shadow-sample") < self._sample_threshold
+
+    def _submit_version(self, call: Call, version: str) -> bool:
+        work = ShadowWork(
+            self, call.rollout, version, call.outcome, call.args, call.kwargs, call.subject, call.flags.monitoring,
+            otel_context.get_current(), monotonic(),
+        )
+        return self.shadow.submit(shadow_job(work))
+
+    # -- conversions ------------------------------------------------------------------------------------
+    def track_conversion(self, rollout: Rollout) -> None:
+        """Count a business conversion for this request's user, in the arm they are assigned."""
+        assignment = self.assignment(rollout)
+        self.recorder.conversion(rollout.name, assignment.version, assignment.user_id)
+        self._on_activity()
+        if signals.conversion_tracked.receivers:
+            self._guarded(rollout, assignment.version, "signals", lambda: signals.conversion_tracked.send(
+                self.app, rollout=rollout.name, user_id=assignment.user_id, version=assignment.version))
+
+    # -- shadow results (ShadowSinks) ------------------------------------------------------------------
+    @contextmanager
+    def running(self, job: ShadowJob) -> Iterator[None]:
+        with self.app.app_context(), self.telemetry.shadow_span(job):
+            yield
+
+    def failed(self, work: ShadowWork, exc: BaseException) -> None:
+        self.telemetry.shadow_failed(exc)
+
+    def compared(self, work: ShadowWork, comparison: Comparison, value: Any, duration_ms: float) -> None:
+        rollout = work.rollout
+        self.recorder.shadow(
+            rollout.name, work.version, comparison.agreement, difference=comparison.difference,
+            duration_ms=duration_ms,
+        )
+        self.telemetry.shadow_compared(work, comparison)
+        if work.monitoring and self.jsonlog is not None:
+            jsonlog = self.jsonlog
+            v2_value = value if work.version == "v2" else work.primary.value
+            metadata = None
+            if rollout.metadata is not None and comparison.agreement not in (FALLBACK, V2_ERROR):
+                metadata = self._guarded(rollout, work.version, "jsonl", lambda: dict(rollout.metadata(v2_value)))
+            self._guarded(rollout, work.version, "jsonl", lambda: jsonlog.shadow(
+                rollout.name, subject=work.subject, user_id=work.primary.user_id, comparison=comparison,
+                shadow_version=work.version, duration_ms=duration_ms, v2_metadata=metadata,
+            ))
+        if signals.shadow_compared.receivers:
+            self._guarded(rollout, work.version, "signals", lambda: signals.shadow_compared.send(
+                self.app, rollout=rollout.name, version=work.version, comparison=comparison,
+                outcome=work.primary, duration_ms=duration_ms,
+            ))
+
+    def timed_out(self, job: ShadowJob) -> None:
+        work: ShadowWork = job.payload
+        self.recorder.shadow_timeout(work.rollout.name, work.version)
+        self.telemetry.shadow_timed_out(job)
+
+    def dropped(self, job: ShadowJob, reason: str) -> None:
+        work: ShadowWork = job.payload
+        self.recorder.shadow_drop(work.rollout.name, work.version, reason)
+        self.telemetry.shadow_dropped(work, reason)

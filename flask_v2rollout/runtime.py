@@ -1,0 +1,217 @@
+"""The per-app runtime: builds and wires every part once, in one place.
+
+``app.extensions["v2rollout"]`` is a :class:`Runtime`. Each part receives the
+collaborators it uses — never the runtime, never the extension — so the parts
+import nothing of this module and the wiring can be read here top to bottom.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from flask import Flask
+from opentelemetry import _logs as otel_logs
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace as otel_trace
+from sqlalchemy import Engine, create_engine, event
+
+from .clock import Clock
+from .decisions.evaluator import Evaluator
+from .decisions.notify import Notifier, Router
+from .decisions.webhook import Webhook
+from .flags import RUNBOOK_DEFAULTS, FlagService, FlagStore
+from .jsonlog import JsonlLog
+from .metrics.recorder import Recorder
+from .metrics.store import Flusher, MetricStore
+from .pipeline import Pipeline
+from .registry import Probe, Registry, Rollout
+from .settings import Settings
+from .shadow import ShadowRunner
+from .telemetry import Telemetry
+from .verify import Checklist
+
+log = logging.getLogger("flask_v2rollout")
+
+
+@dataclass(frozen=True)
+class Providers:
+    """OpenTelemetry providers injected into ``V2Rollout``; ``None``: the globals, resolved lazily."""
+
+    tracer: otel_trace.TracerProvider | None = None
+    meter: otel_metrics.MeterProvider | None = None
+    logger: otel_logs.LoggerProvider | None = None
+
+
+class EngineSource:
+    """The SQL engine, made on first use: the host's ``db`` unless a URI is configured, else our own."""
+
+    def __init__(self, app: Flask, db: Any, uri: str | None) -> None:
+        self._app = app
+        self._db = db
+        self._uri = uri
+        self._engine: Engine | None = None
+
+    def __call__(self) -> Engine:
+        if self._engine is None:
+            if self._uri is None and self._db is not None:
+                with self._app.app_context():
+                    self._engine = self._db.engine
+            else:
+                uri = self._uri
+                if uri is None:
+                    os.makedirs(self._app.instance_path, exist_ok=True)
+                    uri = "sqlite:///" + os.path.join(self._app.instance_path, "v2rollout.db")
+                self._engine = _own_engine(uri)
+            _dispose_after_fork(self._engine)
+        return self._engine
+
+
+class Runtime:
+    """Everything the extension keeps for one app."""
+
+    def __init__(self, app: Flask, registry: Registry, settings: Settings, *, db: Any, providers: Providers) -> None:
+        self.app = app
+        self.registry = registry
+        self.settings = settings
+        self.clock = Clock()
+        self.engine = EngineSource(app, db, settings.database_uri)
+        self.recorder = Recorder(clock=self.clock, slow_ms=settings.slow_call_ms)
+        self.store = FlagStore(
+            self.engine, ttl=settings.flag_ttl_s, defaults=self.defaults_for, create_tables=settings.create_tables,
+            error_log_interval=settings.store_error_log_interval_s,
+            on_failure=partial(self.recorder.db_failure, "flags"), wall_clock=self.clock,
+        )
+        self.flags = FlagService(self.store, sender=app)
+        self.jsonlog = (
+            JsonlLog(os.path.join(app.instance_path, settings.log_file), max_bytes=settings.log_max_bytes,
+                     backups=settings.log_backups, slow_ms=settings.slow_call_ms)
+            if settings.log_file else None
+        )
+        self.metric_store = MetricStore(
+            self.engine, self.recorder, ensure_tables=self.store.ensure_tables,
+            error_log_interval=settings.store_error_log_interval_s,
+        )
+        self.shadow = ShadowRunner(
+            workers=settings.shadow_workers, queue_size=settings.shadow_queue_size,
+            timeout_s=settings.shadow_timeout_ms / 1000.0, shutdown_s=settings.shadow_shutdown_s,
+        )
+        self.telemetry = Telemetry(
+            enabled=settings.otel_enabled, include_user_id=settings.otel_include_user_id, store=self.store,
+            rollouts=registry.names, shadow=self.shadow, tracer_provider=providers.tracer,
+            meter_provider=providers.meter, logger_provider=providers.logger,
+        )
+        notifiers: list[Notifier] = []
+        if settings.webhook_url:
+            notifiers.append(Webhook(settings.webhook_url, timeout_s=settings.webhook_timeout_s,
+                                     retries=settings.webhook_retries))
+        self.notifications = Router(notifiers)
+        self.evaluator = Evaluator(
+            app=app, settings=settings, rollouts=registry.rollouts, probes=registry.probes, store=self.store,
+            flags=self.flags, metric_store=self.metric_store, engine=self.engine, clock=self.clock,
+            jsonlog=self.jsonlog, notifications=self.notifications,
+        )
+        self.flusher = Flusher(
+            self.metric_store, interval_s=settings.metrics_flush_s, retention_days=settings.metrics_retention_days,
+            probes=partial(sample_probes, app, registry.probes), after_flush=self.evaluator.maybe_run,
+            clock=self.clock,
+        )
+        self.pipeline = Pipeline(
+            app=app, registry=registry, store=self.store, recorder=self.recorder, telemetry=self.telemetry,
+            jsonlog=self.jsonlog, shadow=self.shadow, on_activity=self.flusher.ensure_started,
+            use_login=settings.use_flask_login, session_key=settings.session_key,
+            shadow_sample=settings.shadow_sample,
+        )
+        self.checklist = Checklist(
+            app=app, rollouts=registry.names, store=self.store, metric_store=self.metric_store,
+            rule_count=lambda evaluator=self.evaluator: len(evaluator.rules), engine=self.engine,
+            jsonlog=self.jsonlog,
+        )
+        registry.on_add(self.rollout_added)
+        _at_fork_and_exit(self)
+
+    def rollout_added(self, rollout: Rollout) -> None:
+        self.store.add_rollout(rollout.name)
+
+    def defaults_for(self, name: str) -> dict[str, Any]:
+        """A new rollout's flags: the runbook's, then ``V2ROLLOUT_DEFAULTS``, then the rollout's own."""
+        rollout = self.registry.rollouts.get(name)
+        return {**RUNBOOK_DEFAULTS, **self.settings.defaults, **(rollout.defaults if rollout else {})}
+
+    def use_telemetry(self, telemetry: Telemetry) -> Telemetry:
+        """Swap the telemetry the request path uses (the testing kit's in-memory providers); returns the old one."""
+        previous, self.telemetry = self.telemetry, telemetry
+        self.pipeline.telemetry = telemetry
+        return previous
+
+    def health(self) -> dict[str, Any]:
+        """This process's view: flag store, metrics flush backlog, shadow queue, notifications."""
+        store, metrics = self.store, self.metric_store
+        return {
+            "flag_store": {"healthy": store.healthy, "failures": store.failures, "last_error": store.last_error},
+            "metrics": {"flush_failures": metrics.flush_failures, "backlog": metrics.backlog,
+                        "last_error": metrics.last_error},
+            "shadow": {"pending": self.shadow.pending},
+            "notifications": {"sent": dict(self.notifications.sent), "failed": dict(self.notifications.failed)},
+        }
+
+    def shutdown(self) -> None:
+        """At exit: let shadow work finish (bounded), then flush what was counted."""
+        self.shadow.shutdown()
+        self.metric_store.flush()
+
+
+def sample_probes(app: Flask, probes: Mapping[str, Probe]) -> dict[str, float | None]:
+    """Every host probe's current value; a failing probe reads None (and is logged)."""
+    values: dict[str, float | None] = {}
+    with app.app_context():
+        for name, probe in list(probes.items()):
+            try:
+                value = probe()
+                values[name] = None if value is None else float(value)
+            except Exception:
+                log.exception("v2rollout: probe %r failed", name)
+                values[name] = None
+    return values
+
+
+def _own_engine(uri: str) -> Engine:
+    if uri.startswith("sqlite"):
+        engine = create_engine(uri, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(uri, pool_pre_ping=True)
+
+
+def _weak_call(obj: Any, method: Callable[[Any], None]) -> Callable[[], None]:
+    ref = weakref.ref(obj)
+
+    def call() -> None:
+        alive = ref()
+        if alive is not None:
+            method(alive)
+
+    return call
+
+
+def _at_fork_and_exit(runtime: Runtime) -> None:
+    """A forked child starts with empty counters; every process flushes at exit."""
+    os.register_at_fork(after_in_child=_weak_call(runtime, lambda r: r.recorder.reset()))
+    atexit.register(_weak_call(runtime, lambda r: r.shutdown()))
+
+
+def _dispose_after_fork(engine: Engine) -> None:
+    """A forked worker must not reuse its parent's pooled connections."""
+    os.register_at_fork(after_in_child=_weak_call(engine, lambda e: e.dispose(close=False)))

@@ -1,0 +1,167 @@
+"""Every ``V2ROLLOUT_*`` configuration key: default, type and validation, read once per app.
+
+``V2Rollout.init_app`` puts :data:`DEFAULTS` into ``app.config`` with ``setdefault``
+and builds one frozen :class:`Settings` from it; nothing else reads ``app.config``.
+A bad value fails ``init_app`` with a ``RuntimeError`` that names its key. The
+README lists the same table for hosts.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any
+
+from .errors import FlagError
+from .flags import validate_flags
+
+PREFIX = "V2ROLLOUT_"
+
+Parser = Callable[[str, Any], Any]
+
+
+def _fail(key: str, expected: str, value: Any) -> RuntimeError:
+    shown = repr(value)
+    return RuntimeError(f"{key} must be {expected}, got {shown[:80]}")
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(key, "True or False", value)
+    return value
+
+
+def _as_number(key: str, value: Any, what: str) -> float:
+    """Numbers, and numeric strings (values read from the environment)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _fail(key, what, value)
+    try:
+        return float(value)
+    except ValueError:
+        raise _fail(key, what, value) from None
+
+
+def _number(low: float = 0.0, high: float = math.inf, *, what: str = "a number") -> Parser:
+    def parse(key: str, value: Any) -> float:
+        number = _as_number(key, value, what)
+        if not (math.isfinite(number) and low <= number <= high):
+            bounds = f"from {low:g} to {high:g}" if math.isfinite(high) else f"≥ {low:g}"
+            raise _fail(key, f"{what} {bounds}", value)
+        return number
+    return parse
+
+
+def _integer(low: int = 0) -> Parser:
+    def parse(key: str, value: Any) -> int:
+        what = f"a whole number ≥ {low}"
+        number = _as_number(key, value, what)
+        if not (number.is_integer() and number >= low):
+            raise _fail(key, what, value)
+        return int(number)
+    return parse
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _fail(key, "a string", value)
+    return value
+
+
+def _optional_text(key: str, value: Any) -> str | None:
+    return None if value is None else _text(key, value)
+
+
+def _mapping(key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(key, "a mapping", value)
+    return {str(k): v for k, v in value.items()}
+
+
+def _seconds_by_name(key: str, value: Any) -> dict[str, float]:
+    parse = _number(what="a number of seconds")
+    return {name: parse(f"{key}[{name!r}]", seconds) for name, seconds in _mapping(key, value).items()}
+
+
+def _flag_defaults(key: str, value: Any) -> dict[str, Any]:
+    flags = _mapping(key, value)
+    try:
+        return validate_flags(flags) if flags else {}
+    except FlagError as exc:
+        raise RuntimeError(f"{key}: {exc}") from None
+
+
+def _key(parse: Parser, default: Any, doc: str) -> Any:
+    meta = {"parse": parse, "doc": doc}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _default(f: Field[Any]) -> Any:
+    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+
+
+SECONDS = _number(what="a number of seconds")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The extension's configuration of one app; field ``x`` is key ``V2ROLLOUT_X``."""
+
+    database_uri: str | None = _key(
+        _optional_text, None,
+        "SQLAlchemy URI of the extension's tables; None: the host's Flask-SQLAlchemy db if given, "
+        "else sqlite:///<instance folder>/v2rollout.db")
+    create_tables: bool = _key(_bool, True, "create the v2rollout_* tables on first use (off when Alembic owns them)")
+    defaults: dict[str, Any] = _key(
+        _flag_defaults, {}, "initial flag values for a rollout seen for the first time (over the runbook's)")
+    flag_ttl_s: float = _key(SECONDS, 1.0, "seconds a process serves flags from its cache before reading SQL")
+    store_error_log_interval_s: float = _key(SECONDS, 60.0, "seconds between two log lines about a failing store")
+    session_key: str = _key(_text, "v2rollout_uid", "session key of the sticky anonymous user id")
+    use_flask_login: bool = _key(_bool, True, "use Flask-Login's current_user when no user_loader is set")
+    log_file: str | None = _key(_optional_text, None, "JSONL calculation log in the instance folder (None: off)")
+    log_max_bytes: int = _key(_integer(1), 10 * 1024 * 1024, "rotate the JSONL log at this size")
+    log_backups: int = _key(_integer(0), 5, "rotated JSONL files kept")
+    slow_call_ms: float = _key(_number(what="milliseconds"), 500.0, "calls slower than this are slow (runbook: 500)")
+    shadow_workers: int = _key(_integer(1), 2, "shadow worker threads per process")
+    shadow_queue_size: int = _key(_integer(1), 1000, "shadow jobs queued at most (beyond: dropped, counted)")
+    shadow_timeout_ms: float = _key(_number(what="milliseconds"), 1000.0, "a shadow run is abandoned after this")
+    shadow_sample: float = _key(_number(0.0, 1.0, what="a fraction"), 1.0, "share of eligible calls shadowed")
+    shadow_shutdown_s: float = _key(SECONDS, 5.0, "seconds to drain shadow work at exit")
+    metrics_flush_s: float = _key(_number(0.001, what="a number of seconds"), 5.0,
+                                  "seconds between flushes of each process's counters to SQL")
+    metrics_retention_days: float = _key(_number(what="a number of days"), 30.0, "days of metrics kept")
+    stage_durations: dict[str, float] = _key(
+        _seconds_by_name, {}, "minimum stage durations in seconds by stage name (over the runbook's)")
+    gate_min_calculations: int = _key(_integer(0), 200, "calculations a criterion needs before it is judged")
+    gate_min_users: int = _key(_integer(0), 100, "users per arm a conversion criterion needs")
+    alert_rules: str | None = _key(_optional_text, None, "alert rules file (YAML); None: the runbook's rules")
+    alert_window_s: int = _key(_integer(1), 300, "seconds the alert metrics are computed over")
+    evaluate_every_s: float = _key(SECONDS, 30.0, "seconds between evaluations (after a flush, under a lease)")
+    lease_s: float = _key(_number(0.001, what="a number of seconds"), 30.0, "seconds the evaluation lease is held")
+    auto_rollback: bool = _key(_bool, True, "a CRITICAL alert rolls the rollout back to 0 %")
+    watch_interval_s: float = _key(SECONDS, 1800.0, "seconds the autopilot waits after a percentage change")
+    webhook_url: str | None = _key(_optional_text, None, "JSON POST of every alert transition (None: off)")
+    webhook_timeout_s: float = _key(_number(0.001, what="a number of seconds"), 5.0, "webhook request timeout")
+    webhook_retries: int = _key(_integer(0), 2, "webhook retries")
+    otel_enabled: bool = _key(_bool, True, "OpenTelemetry spans, events and metrics")
+    otel_include_user_id: bool = _key(_bool, False, "send user ids as feature_flag.context.id (personal data)")
+    url_prefix: str = _key(_text, "/v2rollout", "where the admin blueprint is mounted")
+    admin_token: str | None = _key(_optional_text, None, "Bearer token of the admin API and sign-in (None: none)")
+    admin_token_actor: str = _key(_text, "token", "actor audited for changes made with the token")
+    admin_refresh_s: float = _key(SECONDS, 15, "seconds between refreshes of the dashboard's live panel (0: off)")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Cast and check every key; the first bad one raises ``RuntimeError`` naming it."""
+        values = {}
+        for f in fields(cls):
+            key = PREFIX + f.name.upper()
+            values[f.name] = f.metadata["parse"](key, config[key] if key in config else _default(f))
+        return cls(**values)
+
+
+#: ``{key: default}`` for ``app.config.setdefault``.
+DEFAULTS: dict[str, Any] = {PREFIX + f.name.upper(): _default(f) for f in fields(Settings)}
+#: ``{key: what it does}`` (docs and the drift test).
+DOCS: dict[str, str] = {PREFIX + f.name.upper(): f.metadata["doc"] for f in fields(Settings)}
