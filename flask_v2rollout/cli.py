@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import getpass
 import json
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import click
 from flask import current_app
@@ -47,7 +48,7 @@ def _actor(actor: str | None) -> str:
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def _emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
@@ -237,7 +238,8 @@ def alerts(rollout_name: str | None, history: bool, as_json: bool) -> None:
             or "no alerts yet")
     else:
         _emit(rows, as_json, lambda rs: "\n".join(
-            f"{r['rollout']}  {r['severity']}  {r['rule']}: {r['state']} — {r['action']}" for r in rs) or "no active alerts")
+            f"{r['rollout']}  {r['severity']}  {r['rule']}: {r['state']} — {r['action']}" for r in rs
+        ) or "no active alerts")
 
 
 @cli.command("evaluate")

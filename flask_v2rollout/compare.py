@@ -8,7 +8,7 @@ Extractor = Callable[[Any], Any]
 
 
 def key_path(path: str) -> Extractor:
-    """Extractor for a dotted path such as ``"edges.0.edge"`` (digits index lists)."""
+    """Extractor for a dotted path such as ``"items.0.score"`` (digits index lists)."""
     parts = [p for p in path.split(".") if p]
     if not parts:
         raise ValueError("key path must name at least one key")

@@ -6,7 +6,7 @@ registrations live in this object's :class:`~flask_v2rollout.registry.Registry`,
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from flask import Flask, current_app, has_request_context
 from opentelemetry import _logs as otel_logs
@@ -20,10 +20,23 @@ from .dispatch import Calculator, Outcome
 from .errors import GateError, RolloutError
 from .flags import FLAG_NAMES, PERCENTAGE, SHADOW, FlagChange
 from .metrics.recorder import parse_window
+from .metrics.store import Minute, Window
 from .pipeline import Assignment
 from .registry import Registry, Rollout, UserLoader, make_rollout
-from .runtime import Providers, Runtime
+from .runtime import Health, Providers, Runtime
 from .settings import DEFAULTS, Settings
+
+
+class Status(TypedDict):
+    """One rollout at a glance (``V2Rollout.status()``, the API's rollout resource, ``flask v2rollout status``)."""
+
+    rollout: str
+    flags: dict[str, Any]
+    flag_version: int | None
+    stage: str
+    gate: dict[str, Any]
+    alerts: list[dict[str, Any]]
+    autopilot: dict[str, Any] | None
 
 
 class V2Rollout:
@@ -180,14 +193,14 @@ class V2Rollout:
         """Write this process's pending metrics (and probe samples) to SQL now; False if SQL failed (data kept)."""
         return self._runtime().flusher.cycle(hooks=False)
 
-    def metrics(self, name: str, window: str | int = "5m", *, now: float | None = None) -> dict[str, Any]:
+    def metrics(self, name: str, window: str | int = "5m", *, now: float | None = None) -> Window:
         """Merged figures of every process over a window (``"5m"``, ``"24h"`` or seconds)."""
         self._rollout(name)
         seconds = window if isinstance(window, int) else parse_window(window)
         runtime = self._runtime()
         return runtime.metric_store.window(name, seconds, now=runtime.clock() if now is None else now)
 
-    def series(self, name: str, window: str | int = "1h", *, now: float | None = None) -> list[dict[str, Any]]:
+    def series(self, name: str, window: str | int = "1h", *, now: float | None = None) -> list[Minute]:
         """Per-minute figures over a window, for charts."""
         self._rollout(name)
         seconds = window if isinstance(window, int) else parse_window(window)
@@ -251,7 +264,7 @@ class V2Rollout:
         runtime = self._runtime()
         return runtime.evaluator.gate(name, runtime.clock())
 
-    def status(self, name: str) -> dict[str, Any]:
+    def status(self, name: str) -> Status:
         """Flags, stage, gate summary, active alerts and the autopilot's last word."""
         self._rollout(name)
         evaluator = self._runtime().evaluator
@@ -310,7 +323,9 @@ class V2Rollout:
             self._rollout(name)
         return self._runtime().evaluator.history(name, limit=limit, offset=offset)
 
-    def record_check(self, name: str, check: str, passed: bool, *, actor: str, note: str | None = None) -> dict[str, Any]:
+    def record_check(
+        self, name: str, check: str, passed: bool, *, actor: str, note: str | None = None,
+    ) -> dict[str, Any]:
         """Record a manual gate criterion ("team_confident", …) with who and when."""
         self._rollout(name)
         return self._runtime().evaluator.record_check(name, check, passed, actor=actor, note=note)
@@ -325,7 +340,7 @@ class V2Rollout:
         """The pre-deployment checklist: built-in checks, then the host's; each PASS or FAIL with detail."""
         return self._runtime().checklist.run(self.registry.verify_checks)
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> Health:
         """This process's view: flag store, metrics flush backlog, shadow queue, notifications."""
         return self._runtime().health()
 

@@ -15,9 +15,10 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
@@ -120,23 +121,23 @@ class FlagSnapshot:
 
     @property
     def percentage(self) -> float:
-        return self.values[PERCENTAGE]
+        return float(self.values[PERCENTAGE])
 
     @property
     def shadow(self) -> bool:
-        return self.values[SHADOW]
+        return bool(self.values[SHADOW])
 
     @property
     def monitoring(self) -> bool:
-        return self.values[MONITORING]
+        return bool(self.values[MONITORING])
 
     @property
     def fallback(self) -> bool:
-        return self.values[FALLBACK]
+        return bool(self.values[FALLBACK])
 
     @property
     def autopilot(self) -> bool:
-        return self.values[AUTOPILOT]
+        return bool(self.values[AUTOPILOT])
 
 
 @dataclass(frozen=True)
@@ -299,7 +300,7 @@ class FlagStore:
         return self._failures.last_error
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self._wall_clock(), timezone.utc)
+        return datetime.fromtimestamp(self._wall_clock(), UTC)
 
     def invalidate(self) -> None:
         """Forget the cache so the next read goes to SQL."""
@@ -337,7 +338,8 @@ class FlagStore:
             if expected_version is not None and row.version != expected_version:
                 raise ConflictError(rollout, expected_version, row.version)
             current = self._decode(rollout, row.flags)
-            diff = [FlagChange(rollout, k, current[k], v, actor, reason) for k, v in new_values.items() if current[k] != v]
+            diff = [FlagChange(rollout, k, current[k], v, actor, reason)
+                    for k, v in new_values.items() if current[k] != v]
             if not diff:
                 return []
             merged = {**current, **new_values}
@@ -428,7 +430,7 @@ class FlagStore:
 
 def _aware(value: datetime) -> datetime:
     """SQLite returns naive datetimes; everything stored is UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _iso(value: datetime) -> str:

@@ -113,7 +113,7 @@ class Pipeline:
     # -- 1. assignment -------------------------------------------------------------------------------
     def assignment(self, rollout: Rollout) -> Assignment:
         """This request's assignment for ``rollout``, made on first use and kept on ``g``."""
-        current = request._get_current_object()  # type: ignore[attr-defined]
+        current = request.environ  # one dict per request: its identity tags the request
         state: _RequestAssignments | None = g.get(_G_KEY)
         if state is None or state.request is not current:
             state = _RequestAssignments(current)
@@ -265,8 +265,9 @@ class Pipeline:
             jsonlog = self.jsonlog
             v2_value = value if work.version == "v2" else work.primary.value
             metadata = None
-            if rollout.metadata is not None and comparison.agreement not in (FALLBACK, V2_ERROR):
-                metadata = self._guarded(rollout, work.version, "jsonl", lambda: dict(rollout.metadata(v2_value)))
+            describe = rollout.metadata
+            if describe is not None and comparison.agreement not in (FALLBACK, V2_ERROR):
+                metadata = self._guarded(rollout, work.version, "jsonl", lambda: dict(describe(v2_value)))
             self._guarded(rollout, work.version, "jsonl", lambda: jsonlog.shadow(
                 rollout.name, subject=work.subject, user_id=work.primary.user_id, comparison=comparison,
                 shadow_version=work.version, duration_ms=duration_ms, v2_metadata=metadata,

@@ -96,7 +96,7 @@ class Registry:
 
         Held weakly: an app's runtime that is gone stops listening.
         """
-        self._listeners.append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
+        self._listeners.append(weakref.WeakMethod(listener))
         for rollout in list(self.rollouts.values()):
             listener(rollout)
 

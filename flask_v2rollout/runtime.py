@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypedDict
 
 from flask import Flask
 from opentelemetry import _logs as otel_logs
@@ -70,6 +70,15 @@ class EngineSource:
                 self._engine = _own_engine(uri)
             _dispose_after_fork(self._engine)
         return self._engine
+
+
+class Health(TypedDict):
+    """This process's view of its own parts (``V2Rollout.health()``)."""
+
+    flag_store: dict[str, Any]
+    metrics: dict[str, Any]
+    shadow: dict[str, Any]
+    notifications: dict[str, dict[str, int]]
 
 
 class Runtime:
@@ -129,7 +138,7 @@ class Runtime:
         )
         self.checklist = Checklist(
             app=app, rollouts=registry.names, store=self.store, metric_store=self.metric_store,
-            rule_count=lambda evaluator=self.evaluator: len(evaluator.rules), engine=self.engine,
+            rule_count=self.evaluator.rule_count, engine=self.engine,
             jsonlog=self.jsonlog,
         )
         registry.on_add(self.rollout_added)
@@ -149,7 +158,7 @@ class Runtime:
         self.pipeline.telemetry = telemetry
         return previous
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> Health:
         """This process's view: flag store, metrics flush backlog, shadow queue, notifications."""
         store, metrics = self.store, self.metric_store
         return {

@@ -98,7 +98,10 @@ def _key(parse: Parser, default: Any, doc: str) -> Any:
 
 
 def _default(f: Field[Any]) -> Any:
-    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+    if f.default is MISSING:
+        assert f.default_factory is not MISSING
+        return f.default_factory()
+    return f.default
 
 
 SECONDS = _number(what="a number of seconds")

@@ -18,10 +18,11 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from time import perf_counter
-from contextlib import AbstractContextManager
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 
@@ -37,9 +38,9 @@ log = logging.getLogger("flask_v2rollout.shadow")
 class ShadowJob:
     """Work for one shadow run; ``run`` does it, ``on_timeout`` / ``on_drop`` report otherwise."""
 
-    run: Callable[["ShadowJob"], None]
-    on_timeout: Callable[["ShadowJob"], None]
-    on_drop: Callable[["ShadowJob", str], None]
+    run: Callable[[ShadowJob], None]
+    on_timeout: Callable[[ShadowJob], None]
+    on_drop: Callable[[ShadowJob, str], None]
     payload: Any = None
     started: float = 0.0
     timed_out: bool = False

@@ -4,7 +4,7 @@ Nothing here runs unless a test asks for it: a fixture by name, or the
 ``v2rollout`` marker. Works with pytest-flask's ``app`` fixture (the fixtures
 below take the app from it) and, through the plain functions, with any app.
 
-* ``force_version(app, "qb_td", "v2")`` / ``@pytest.mark.v2rollout(qb_td="v2")``
+* ``force_version(app, "pricing", "v2")`` / ``@pytest.mark.v2rollout(pricing="v2")``
   — pin a version whatever the flags say; undone afterwards.
 * ``v2rollout_shadow_sync`` — shadow work runs on the calling thread, so it has
   happened by the time ``calculate()`` returns.
@@ -18,9 +18,10 @@ below take the app from it) and, through the plain functions, with any app.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -189,14 +190,15 @@ def capture_telemetry(app: Flask) -> Iterator[TelemetryCapture]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", f"{MARKER}(**versions): pin rollout versions for this test, e.g. {MARKER}(qb_td='v2')"
+        "markers", f"{MARKER}(**versions): pin rollout versions for this test, e.g. {MARKER}(pricing='v2')"
     )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.get_closest_marker(MARKER) is not None and "_v2rollout_marker" not in item.fixturenames:
-            item.fixturenames.append("_v2rollout_marker")  # type: ignore[attr-defined]
+        names: list[str] | None = getattr(item, "fixturenames", None)  # pytest.Function has them
+        if item.get_closest_marker(MARKER) is not None and names is not None and "_v2rollout_marker" not in names:
+            names.append("_v2rollout_marker")
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, abort
 
-from . import api, auth, views
 from ..binding import Binding
+from . import api, auth, views
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

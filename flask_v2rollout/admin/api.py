@@ -11,10 +11,10 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RoutingException
 
+from ..binding import RolloutAPI, binding
 from ..errors import FlagError, RolloutError
 from ..flags import PERCENTAGE, validate_flag
 from . import auth, inputs
-from ..binding import RolloutAPI, binding
 from .errors import AdminError, bad_input, from_rollout_error
 
 bp = Blueprint("api", __name__, url_prefix="/api")

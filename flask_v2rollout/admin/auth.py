@@ -128,7 +128,7 @@ def api_actor(*, write: bool) -> str:
 
 
 def csrf_token() -> str:
-    return generate_csrf()
+    return str(generate_csrf())
 
 
 def csrf_valid(value: str | None) -> bool:

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from flask import (Blueprint, current_app, flash, g, redirect, render_template, request, url_for)
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from ..binding import RolloutAPI, binding
 from ..errors import RolloutError
 from ..flags import FLAG_NAMES, PERCENTAGE, parse_flag_text
 from . import auth, inputs
 from .charts import RANGES, build_charts
-from ..binding import RolloutAPI, binding
 from .errors import AdminError, bad_input, from_rollout_error
 from .svg import number
 
@@ -104,13 +105,13 @@ def _hours(seconds: Any) -> str:
 def _when(stamp: Any) -> str:
     """ISO text or epoch seconds → ``2025-01-31 14:05:09 UTC``."""
     if isinstance(stamp, (int, float)):
-        moment = dt.datetime.fromtimestamp(stamp, dt.timezone.utc)
+        moment = dt.datetime.fromtimestamp(stamp, dt.UTC)
     else:
         try:
             moment = dt.datetime.fromisoformat(str(stamp))
         except ValueError:
             return str(stamp)
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @bp.errorhandler(AdminError)
@@ -224,7 +225,7 @@ def confirm_rollback(name: str) -> str:
 
 
 def _target(values: Any) -> float:
-    return parse_flag_text(PERCENTAGE, values.get("target", "0"))
+    return float(parse_flag_text(PERCENTAGE, values.get("target", "0")))
 
 
 def _confirm_page(name: str, target: float, error: AdminError | None = None) -> str:

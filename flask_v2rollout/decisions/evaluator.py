@@ -105,6 +105,9 @@ class Evaluator:
             self._rules = load_rules(self.rules_path, known) if self.rules_path else default_rules(known)
         return self._rules
 
+    def rule_count(self) -> int:
+        return len(self.rules)
+
     # -- stages -------------------------------------------------------------------------
     def stage_of(self, flags: Mapping[str, Any]) -> Stage:
         """The stage a percentage belongs to: 0 is shadow; above that, the highest stage reached,

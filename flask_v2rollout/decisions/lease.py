@@ -9,7 +9,7 @@ import os
 import socket
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from sqlalchemy import Engine, insert, or_, update
 from sqlalchemy.exc import IntegrityError
@@ -53,4 +53,5 @@ def release(engine: Engine, name: str, *, holder: str | None = None) -> None:
     """Give the lease up early (only if this holder has it)."""
     t = leases_table.c
     with engine.begin() as conn:
-        conn.execute(update(leases_table).where(t.name == name, t.holder == (holder or holder_id())).values(expires_at=0.0))
+        mine = t.holder == (holder or holder_id())
+        conn.execute(update(leases_table).where(t.name == name, mine).values(expires_at=0.0))

@@ -13,8 +13,9 @@ import math
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, NotRequired, TypedDict
 
 from ..dispatch import Outcome
 
@@ -61,7 +62,7 @@ def bin_value(index: int) -> float:
     """Representative value of a bin: its geometric midpoint."""
     if index <= 0:
         return MIN_MS
-    return MIN_MS * GROWTH ** (index - 0.5)
+    return float(MIN_MS * GROWTH ** (index - 0.5))
 
 
 def percentile(bins: Mapping[int, float], q: float) -> float | None:
@@ -118,7 +119,7 @@ class Recorder:
         # (rollout, arm, user) -> [first_seen, last_seen, last conversion | None]
         self._exposures: dict[tuple[str, str, str], list[Any]] = {}
         self._subjects: defaultdict[tuple[str, int], Counter[str]] = defaultdict(Counter)
-        self.totals: Counter[tuple[str, str, str, str]] = Counter()
+        self.totals: defaultdict[tuple[str, str, str, str], float] = defaultdict(float)
 
     def reset(self) -> None:
         """Forget pending data (a forked child must not flush its parent's counts again)."""
@@ -126,9 +127,9 @@ class Recorder:
             self._pending = defaultdict(float)
             self._exposures = {}
             self._subjects = defaultdict(Counter)
-            self.totals = Counter()
+            self.totals = defaultdict(float)
 
-    def take(self) -> "Batch":
+    def take(self) -> Batch:
         """Hand over everything pending as one batch and start afresh."""
         with self._lock:
             counters, exposures, subjects = self._pending, self._exposures, self._subjects
@@ -220,7 +221,7 @@ class Recorder:
         """This process's lifetime totals for ``rollout``: ``{arm: {metric: {key: value}}}``."""
         out: dict[str, dict[str, dict[str, float]]] = {}
         with self._lock:
-            merged = Counter(self.totals)
+            merged = defaultdict(float, self.totals)
             for (r, arm, _minute, metric, key), value in self._pending.items():
                 merged[(r, arm, metric, key)] += value
         for (r, arm, metric, key), value in merged.items():
@@ -249,8 +250,47 @@ def _pct(part: float, whole: float) -> float | None:
     return part / whole * 100.0 if whole else None
 
 
+class ArmSummary(TypedDict):
+    """Figures of one arm (calls of users *assigned* that version) over a window; rates in percent."""
+
+    latency_bins: NotRequired[dict[int, float]]
+    calculations: int
+    per_min: float
+    avg_ms: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    errors: int
+    error_rate_pct: float | None
+    errors_by_type: dict[str, int]
+    fallbacks: int
+    fallback_rate_pct: float | None
+    fallbacks_by_reason: dict[str, int]
+    unhandled: int
+    sink_errors: int
+    slow: int
+    slow_pct: float | None
+    conversions: int
+    users: int
+    converted_users: int
+    conversion_rate_pct: float | None
+
+
+class ShadowSummary(TypedDict):
+    """Shadow runs of the version that ran off the request path."""
+
+    latency_bins: NotRequired[dict[int, float]]
+    compared: int
+    by_agreement: dict[str, int]
+    agreement_rate_pct: float | None
+    avg_abs_difference: float | None
+    p95_ms: float | None
+    drops: int
+    timeouts: int
+
+
 def summarize_arm(metrics: Mapping[str, Mapping[str, float]], minutes: float,
-                  users: int = 0, converted: int = 0, *, bins: bool = False) -> dict[str, Any]:
+                  users: int = 0, converted: int = 0, *, bins: bool = False) -> ArmSummary:
     """Figures of one arm from its merged ``{metric: {key: value}}``."""
     calcs = sum(metrics.get(CALCULATIONS, {}).values())
     bins_ = {int(k): v for k, v in metrics.get(LATENCY, {}).items()}
@@ -258,9 +298,7 @@ def summarize_arm(metrics: Mapping[str, Mapping[str, float]], minutes: float,
     fallbacks = metrics.get(FALLBACK, {})
     unhandled = metrics.get(UNHANDLED, {})
     slow = sum(metrics.get(SLOW, {}).values())
-    extra = {"latency_bins": bins_} if bins else {}
-    return {
-        **extra,
+    summary: ArmSummary = {
         "calculations": int(calcs),
         "per_min": calcs / minutes if minutes else 0.0,
         "avg_ms": sum(metrics.get(DURATION_SUM, {}).values()) / calcs if calcs else None,
@@ -282,17 +320,19 @@ def summarize_arm(metrics: Mapping[str, Mapping[str, float]], minutes: float,
         "converted_users": converted,
         "conversion_rate_pct": _pct(converted, users),
     }
+    if bins:
+        summary["latency_bins"] = bins_
+    return summary
 
 
-def summarize_shadow(metrics: Mapping[str, Mapping[str, float]], *, bins: bool = False) -> dict[str, Any]:
+def summarize_shadow(metrics: Mapping[str, Mapping[str, float]], *, bins: bool = False) -> ShadowSummary:
     """Shadow figures of the version that ran off the path."""
     classes = {k: int(v) for k, v in metrics.get(SHADOW, {}).items()}
     numeric = sum(classes.get(c, 0) for c in ("EXACT", "CLOSE", "MODERATE"))
     agreeing = classes.get("EXACT", 0) + classes.get("CLOSE", 0)
     diff_n = sum(metrics.get(SHADOW_DIFF_N, {}).values())
     latency = {int(k): v for k, v in metrics.get(SHADOW_LATENCY, {}).items()}
-    return {
-        **({"latency_bins": latency} if bins else {}),
+    summary: ShadowSummary = {
         "compared": sum(classes.values()),
         "by_agreement": classes,
         # EXACT + CLOSE among comparisons where both versions produced a number
@@ -302,3 +342,6 @@ def summarize_shadow(metrics: Mapping[str, Mapping[str, float]], *, bins: bool =
         "drops": int(sum(metrics.get(SHADOW_DROP, {}).values())),
         "timeouts": int(sum(metrics.get(SHADOW_TIMEOUT, {}).values())),
     }
+    if bins:
+        summary["latency_bins"] = latency
+    return summary

@@ -15,26 +15,61 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, TypedDict
 
 from sqlalchemy import Engine, and_, case, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..failures import FailureLog
-from .recorder import GLOBAL, DB_ERROR, SUBJECT, Batch, Recorder, minute_of, summarize_arm, summarize_shadow
-from ..models import counters_table, exposures_table, flushes_table, metadata, probes_table
+from ..models import counters_table, exposures_table, flushes_table, probes_table
+from .recorder import (
+    DB_ERROR,
+    GLOBAL,
+    SUBJECT,
+    ArmSummary,
+    Batch,
+    Recorder,
+    ShadowSummary,
+    minute_of,
+    summarize_arm,
+    summarize_shadow,
+)
 
 log = logging.getLogger("flask_v2rollout.metrics")
 
 
 def _dialect_insert(engine_name: str) -> Callable[..., Any]:
     if engine_name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    elif engine_name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        raise RuntimeError(f"v2rollout metrics need SQLite or PostgreSQL, not {engine_name}")
-    return dialect_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        return sqlite_insert
+    if engine_name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+        return postgresql_insert
+    raise RuntimeError(f"v2rollout metrics need SQLite or PostgreSQL, not {engine_name}")
+
+
+class Window(TypedDict):
+    """Merged figures of every process over one window (``V2Rollout.metrics()``)."""
+
+    rollout: str
+    window_s: int
+    from_minute: int
+    arms: dict[str, ArmSummary]
+    shadow: dict[str, ShadowSummary]
+    conversion_ratio: float | None
+    top_subjects: list[tuple[str, float]]
+    availability_pct: float | None
+    db_errors: int
+    probes: dict[str, float | None]
+
+
+class Minute(TypedDict):
+    """One minute of a series (``V2Rollout.series()``)."""
+
+    minute: int
+    arms: dict[str, ArmSummary]
+    shadow: ShadowSummary
 
 
 class MetricStore:
@@ -160,7 +195,7 @@ class MetricStore:
 
     # -- reading -------------------------------------------------------------------------
     def window(self, rollout: str, window_s: int, now: float | None = None, *,
-               since: float | None = None, bins: bool = False) -> dict[str, Any]:
+               since: float | None = None, bins: bool = False) -> Window:
         """Merged figures of every process over the last ``window_s`` seconds (or from ``since``).
 
         ``bins`` adds the merged latency histograms (for rank tests).
@@ -224,7 +259,7 @@ class MetricStore:
             "probes": probes,
         }
 
-    def series(self, rollout: str, window_s: int, now: float | None = None) -> list[dict[str, Any]]:
+    def series(self, rollout: str, window_s: int, now: float | None = None) -> list[Minute]:
         """Per-minute figures over the window, oldest first (for charts)."""
         self._ensure_tables()
         now = time.time() if now is None else now
@@ -239,9 +274,9 @@ class MetricStore:
                 .where(c.rollout == rollout, c.minute >= start, c.minute <= minute_of(now), c.metric != SUBJECT)
             ).all():
                 per_minute[int(minute)][arm][metric][key] = value
-        out = []
+        out: list[Minute] = []
         for minute in range(start, minute_of(now) + 60, 60):
-            arms = per_minute.get(minute, {})
+            arms: Mapping[str, Mapping[str, Mapping[str, float]]] = per_minute.get(minute, {})
             out.append({
                 "minute": minute,
                 "arms": {arm: summarize_arm(arms.get(arm, {}), 1.0) for arm in ("v1", "v2")},
