@@ -89,6 +89,7 @@ class V2Rollout:
         defaults: Mapping[str, Any] | None = None,
         dual_run: bool = False,
         offline: Mapping[str, float] | None = None,
+        v2_timeout_ms: float | None = None,
     ) -> Rollout:
         """Register a rollout.
 
@@ -100,13 +101,15 @@ class V2Rollout:
         are this rollout's initial flags; ``dual_run`` also runs v1 off the
         path for v2-served calls, so agreement is measured at 50 % and 100 %;
         ``offline`` gives the offline validation's ``agreement_rate`` and
-        ``fallback_rate`` (fractions) that the shadow gate compares with.
+        ``fallback_rate`` (fractions) that the shadow gate compares with;
+        ``v2_timeout_ms`` gives v2 a deadline on the request path: v1 is served when
+        v2 misses it (reason ``deadline``; the late result is discarded and counted).
         """
         if name in self.registry.rollouts:
             raise ValueError(f"rollout {name!r} is already registered")
         rollout = make_rollout(
             name, v1=v1, v2=v2, compare=compare, salt=salt, subject=subject, extract=extract, metadata=metadata,
-            defaults=defaults, dual_run=dual_run, offline=offline,
+            defaults=defaults, dual_run=dual_run, offline=offline, v2_timeout_ms=v2_timeout_ms,
         )
         self.registry.add(rollout)
         return rollout

@@ -23,16 +23,17 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
-from flask import Flask, g, has_request_context, request
+from flask import Flask, Response, g, has_request_context, request
 from opentelemetry import context as otel_context
 
 from . import signals
 from .bucketing import assign, fine_bucket
 from .compare import FALLBACK, V2_ERROR, Comparison, number_of
-from .dispatch import Outcome, qualified_name, run
+from .dispatch import Deadline, Outcome, matches, qualified_name, run
 from .flags import FlagSnapshot, FlagStore
 from .identity import resolve_user_id
 from .jsonlog import JsonlLog
+from .metrics.inflight import InFlight
 from .metrics.recorder import Recorder
 from .registry import Registry, Rollout
 from .shadow import ShadowJob, ShadowRunner, ShadowWork, shadow_job
@@ -65,6 +66,9 @@ class _RequestAssignments:
     request: object
     user_id: Any = _UNRESOLVED
     by_rollout: dict[str, Assignment] = field(default_factory=dict)
+    #: (rollout, arm) of every calculate() in this request, for the response's status
+    calculated: set[tuple[str, str]] = field(default_factory=set)
+    responded: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class Call:
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
     subject: str | None
+    #: the in-flight sweep already counted this call while it ran
+    counted: bool = False
 
 
 Sink = Callable[[Call], None]
@@ -87,8 +93,9 @@ class Pipeline:
 
     def __init__(
         self, *, app: Flask, registry: Registry, store: FlagStore, recorder: Recorder, telemetry: Telemetry,
-        jsonlog: JsonlLog | None, shadow: ShadowRunner, on_activity: Callable[[], None], use_login: bool,
-        session_key: str, shadow_sample: float,
+        jsonlog: JsonlLog | None, shadow: ShadowRunner, in_flight: InFlight, on_activity: Callable[[], None],
+        use_login: bool, session_key: str, shadow_sample: float, db_errors: frozenset[str],
+        deadline_workers: int,
     ) -> None:
         self.app = app
         self.registry = registry
@@ -98,7 +105,11 @@ class Pipeline:
         self.telemetry = telemetry
         self.jsonlog = jsonlog
         self.shadow = shadow
+        self.in_flight = in_flight
         self._on_activity = on_activity
+        self._db_errors = db_errors
+        self._deadline_workers = deadline_workers
+        self._deadlines: dict[str, Deadline] = {}
         self._use_login = use_login
         self._session_key = session_key
         self._sample_threshold = round(shadow_sample * SAMPLE_SCALE)
@@ -113,17 +124,21 @@ class Pipeline:
     # -- 1. assignment -------------------------------------------------------------------------------
     def assignment(self, rollout: Rollout) -> Assignment:
         """This request's assignment for ``rollout``, made on first use and kept on ``g``."""
-        current = request.environ  # one dict per request: its identity tags the request
-        state: _RequestAssignments | None = g.get(_G_KEY)
-        if state is None or state.request is not current:
-            state = _RequestAssignments(current)
-            setattr(g, _G_KEY, state)
+        state = self._request_state()
         found = state.by_rollout.get(rollout.name)
         if found is None:
             if state.user_id is _UNRESOLVED:
                 state.user_id = self._request_user_id()
             found = state.by_rollout[rollout.name] = self.assign(rollout, state.user_id)
         return found
+
+    def _request_state(self) -> _RequestAssignments:
+        current = request.environ  # one dict per request: its identity tags the request
+        state: _RequestAssignments | None = g.get(_G_KEY)
+        if state is None or state.request is not current:
+            state = _RequestAssignments(current)
+            setattr(g, _G_KEY, state)
+        return state
 
     def _request_user_id(self) -> str | None:
         try:
@@ -157,14 +172,21 @@ class Pipeline:
         else:
             raise RuntimeError("calculate() outside a request needs user_id=…")
         flags = assignment.flags
-        outcome = self.telemetry.calculate(rollout.name, flags, lambda: run(
-            rollout.name, rollout.v1, rollout.v2, assignment.version, flags.fallback, args, kwargs,
-            assignment.user_id,
-        ))
+        deadline = self._deadline(rollout) if rollout.v2_timeout_ms is not None else None
+        token = self.in_flight.start(rollout.name, assignment.version)
+        try:
+            outcome = self.telemetry.calculate(rollout.name, flags, lambda: run(
+                rollout.name, rollout.v1, rollout.v2, assignment.version, flags.fallback, args, kwargs,
+                assignment.user_id, deadline,
+            ))
+        finally:
+            counted = self.in_flight.finish(token)
         # 3. sinks
         self._on_activity()
+        if has_request_context():
+            self._request_state().calculated.add((rollout.name, outcome.assigned))
         subject = self._guarded(rollout, outcome.assigned, "subject", lambda: rollout.subject_of(args, kwargs))
-        call = Call(rollout, flags, outcome, args, kwargs, subject)
+        call = Call(rollout, flags, outcome, args, kwargs, subject, counted)
         for name, sink in self.sinks:
             self._guarded(rollout, outcome.assigned, name, lambda sink=sink: sink(call))  # type: ignore[misc]
         if outcome.raised is not None:
@@ -181,11 +203,27 @@ class Pipeline:
             return None
 
     # -- 3. sinks ------------------------------------------------------------------------------------------
+    def _deadline(self, rollout: Rollout) -> Deadline:
+        found = self._deadlines.get(rollout.name)
+        if found is None:
+            assert rollout.v2_timeout_ms is not None
+            found = self._deadlines.setdefault(rollout.name, Deadline(
+                rollout.v2_timeout_ms / 1000.0, workers=self._deadline_workers,
+                on_late=lambda: self.recorder.late(rollout.name)))
+        return found
+
     def _count(self, call: Call) -> None:
-        raised = call.outcome.raised
+        outcome = call.outcome
+        raised = outcome.raised
         self.recorder.calculation(
-            call.outcome, subject=call.subject, unhandled=None if raised is None else qualified_name(raised)
+            outcome, subject=call.subject, unhandled=None if raised is None else qualified_name(raised),
+            counted=call.counted,
         )
+        # the host's database failing under either calculator feeds db_connection_failures
+        if outcome.error is not None and matches(outcome.error, self._db_errors):
+            self.recorder.db_failure("v2")
+        if raised is not None and raised is not outcome.error and matches(raised, self._db_errors):
+            self.recorder.db_failure(outcome.version)
 
     def _log(self, call: Call) -> None:
         if not call.flags.monitoring or self.jsonlog is None:
@@ -234,6 +272,26 @@ class Pipeline:
             otel_context.get_current(), monotonic(),
         )
         return self.shadow.submit(shadow_job(work))
+
+    # -- responses (availability) -------------------------------------------------------------------
+    def record_response(self, response: Response) -> Response:
+        """``after_request``: count the status of a request that calculated, once per (rollout, arm)."""
+        state: _RequestAssignments | None = g.get(_G_KEY)
+        if state is not None and state.calculated and state.request is request.environ and not state.responded:
+            state.responded = True
+            for rollout, arm in state.calculated:
+                self.recorder.response(rollout, arm, response.status_code)
+        return response
+
+    def record_failure(self, exc: BaseException | None) -> None:
+        """``teardown_request``: an exception that left the view unanswered counts as a 500."""
+        if exc is None:
+            return
+        state: _RequestAssignments | None = g.get(_G_KEY)
+        if state is not None and state.calculated and not state.responded:
+            state.responded = True
+            for rollout, arm in state.calculated:
+                self.recorder.response(rollout, arm, 500)
 
     # -- conversions ------------------------------------------------------------------------------------
     def track_conversion(self, rollout: Rollout) -> None:

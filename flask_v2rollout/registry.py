@@ -39,6 +39,8 @@ class Rollout:
     dual_run: bool = False
     #: offline validation figures (fractions): {"agreement_rate": 0.90, "fallback_rate": 0.125}
     offline: Mapping[str, float] = field(default_factory=dict)
+    #: v2's deadline on the request path; v1 is served when it misses it (None: no deadline)
+    v2_timeout_ms: float | None = None
 
     def subject_of(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
         if self.subject is None:
@@ -51,7 +53,7 @@ def make_rollout(
     name: str, *, v1: Calculator, v2: Calculator, compare: Comparator | None, salt: str,
     subject: Callable[..., Any] | None, extract: str | Extractor | None,
     metadata: Callable[[Any], Mapping[str, Any]] | None, defaults: Mapping[str, Any] | None, dual_run: bool,
-    offline: Mapping[str, float] | None,
+    offline: Mapping[str, float] | None, v2_timeout_ms: float | None = None,
 ) -> Rollout:
     """A validated :class:`Rollout`; ``ValueError``/``TypeError`` say what is wrong."""
     if not isinstance(name, str) or not name or len(name) > 100:
@@ -65,8 +67,12 @@ def make_rollout(
     if offline is not None and (set(offline) - OFFLINE_FIGURES or not all(
             isinstance(v, (int, float)) and 0 <= v <= 1 for v in offline.values())):
         raise ValueError(f"offline of rollout {name!r} takes fractions 0–1 for {sorted(OFFLINE_FIGURES)}")
+    if v2_timeout_ms is not None and (isinstance(v2_timeout_ms, bool) or not isinstance(v2_timeout_ms, (int, float))
+                                      or not 0 < v2_timeout_ms < 3_600_000):
+        raise ValueError(f"v2_timeout_ms of rollout {name!r} must be a number of milliseconds > 0")
     return Rollout(name, v1, v2, compare, str(salt), subject, as_extractor(extract), metadata, checked,
-                   bool(dual_run), dict(offline or {}))
+                   bool(dual_run), dict(offline or {}),
+                   None if v2_timeout_ms is None else float(v2_timeout_ms))
 
 
 class Registry:

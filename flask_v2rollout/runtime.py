@@ -27,6 +27,7 @@ from .decisions.notify import Notifier, Router
 from .decisions.webhook import Webhook
 from .flags import RUNBOOK_DEFAULTS, FlagService, FlagStore
 from .jsonlog import JsonlLog
+from .metrics.inflight import InFlight
 from .metrics.recorder import Recorder
 from .metrics.store import Flusher, MetricStore
 from .pipeline import Pipeline
@@ -78,6 +79,7 @@ class Health(TypedDict):
     flag_store: dict[str, Any]
     metrics: dict[str, Any]
     shadow: dict[str, Any]
+    calls: dict[str, int]
     notifications: dict[str, dict[str, int]]
 
 
@@ -125,17 +127,21 @@ class Runtime:
             flags=self.flags, metric_store=self.metric_store, engine=self.engine, clock=self.clock,
             jsonlog=self.jsonlog, notifications=self.notifications,
         )
+        self.in_flight = InFlight(slow_s=settings.slow_call_ms / 1000.0, on_hung=self.recorder.hung)
         self.flusher = Flusher(
             self.metric_store, interval_s=settings.metrics_flush_s, retention_days=settings.metrics_retention_days,
             probes=partial(sample_probes, app, registry.probes), after_flush=self.evaluator.maybe_run,
-            clock=self.clock,
+            before_flush=self.in_flight.sweep, clock=self.clock,
         )
         self.pipeline = Pipeline(
             app=app, registry=registry, store=self.store, recorder=self.recorder, telemetry=self.telemetry,
-            jsonlog=self.jsonlog, shadow=self.shadow, on_activity=self.flusher.ensure_started,
-            use_login=settings.use_flask_login, session_key=settings.session_key,
-            shadow_sample=settings.shadow_sample,
+            jsonlog=self.jsonlog, shadow=self.shadow, in_flight=self.in_flight,
+            on_activity=self.flusher.ensure_started, use_login=settings.use_flask_login,
+            session_key=settings.session_key, shadow_sample=settings.shadow_sample, db_errors=settings.db_errors,
+            deadline_workers=settings.deadline_workers,
         )
+        app.after_request(self.pipeline.record_response)
+        app.teardown_request(self.pipeline.record_failure)
         self.checklist = Checklist(
             app=app, rollouts=registry.names, store=self.store, metric_store=self.metric_store,
             rule_count=self.evaluator.rule_count, engine=self.engine,
@@ -164,8 +170,10 @@ class Runtime:
         return {
             "flag_store": {"healthy": store.healthy, "failures": store.failures, "last_error": store.last_error},
             "metrics": {"flush_failures": metrics.flush_failures, "backlog": metrics.backlog,
-                        "last_error": metrics.last_error},
+                        "last_error": metrics.last_error, "quarantined": metrics.quarantined,
+                        "last_quarantine": metrics.last_quarantine},
             "shadow": {"pending": self.shadow.pending},
+            "calls": {"running": self.in_flight.running},
             "notifications": {"sent": dict(self.notifications.sent), "failed": dict(self.notifications.failed)},
         }
 
@@ -217,7 +225,7 @@ def _weak_call(obj: Any, method: Callable[[Any], None]) -> Callable[[], None]:
 
 def _at_fork_and_exit(runtime: Runtime) -> None:
     """A forked child starts with empty counters; every process flushes at exit."""
-    os.register_at_fork(after_in_child=_weak_call(runtime, lambda r: r.recorder.reset()))
+    os.register_at_fork(after_in_child=_weak_call(runtime, lambda r: (r.recorder.reset(), r.in_flight.reset())))
     atexit.register(_weak_call(runtime, lambda r: r.shutdown()))
 
 

@@ -90,6 +90,29 @@ def _flag_defaults(key: str, value: Any) -> dict[str, Any]:
         raise RuntimeError(f"{key}: {exc}") from None
 
 
+def _class_names(key: str, value: Any) -> frozenset[str]:
+    """Exception classes, or their qualified names (``"sqlite3.OperationalError"``)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise _fail(key, "a list of exception classes or qualified class names", value)
+    names = set()
+    for item in value:
+        if isinstance(item, type) and issubclass(item, BaseException):
+            names.add(item.__qualname__ if item.__module__ == "builtins" else f"{item.__module__}.{item.__qualname__}")
+        elif isinstance(item, str) and item.strip():
+            names.add(item.strip())
+        else:
+            raise _fail(key, "a list of exception classes or qualified class names", item)
+    return frozenset(names)
+
+
+#: the host database's connection failures, by the classes drivers and SQLAlchemy raise
+DB_ERRORS = (
+    "sqlalchemy.exc.OperationalError", "sqlalchemy.exc.InterfaceError", "sqlalchemy.exc.DisconnectionError",
+    "sqlite3.OperationalError", "sqlite3.InterfaceError",
+    "psycopg.OperationalError", "psycopg.InterfaceError", "psycopg2.OperationalError", "psycopg2.InterfaceError",
+)
+
+
 def _key(parse: Parser, default: Any, doc: str) -> Any:
     meta = {"parse": parse, "doc": doc}
     if isinstance(default, dict):
@@ -147,6 +170,10 @@ class Settings:
     webhook_url: str | None = _key(_optional_text, None, "JSON POST of every alert transition (None: off)")
     webhook_timeout_s: float = _key(_number(0.001, what="a number of seconds"), 5.0, "webhook request timeout")
     webhook_retries: int = _key(_integer(0), 2, "webhook retries")
+    db_errors: frozenset[str] = _key(
+        _class_names, frozenset(DB_ERRORS),
+        "exceptions of either calculator counted as database connection failures (db_connection_failures)")
+    deadline_workers: int = _key(_integer(1), 8, "threads per rollout that run v2 under its v2_timeout_ms deadline")
     otel_enabled: bool = _key(_bool, True, "OpenTelemetry spans, events and metrics")
     otel_include_user_id: bool = _key(_bool, False, "send user ids as feature_flag.context.id (personal data)")
     url_prefix: str = _key(_text, "/v2rollout", "where the admin blueprint is mounted")

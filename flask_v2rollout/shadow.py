@@ -196,11 +196,22 @@ class ShadowRunner:
 
     # -- threads ------------------------------------------------------------------
     def _work(self) -> None:
+        """A worker's loop; should it ever end abnormally, a replacement takes its place."""
+        normal = False
+        try:
+            normal = self._loop()
+        finally:
+            if not normal:
+                log.error("v2rollout: a shadow worker stopped unexpectedly; starting a replacement")
+                self._spawn_worker()
+
+    def _loop(self) -> bool:
+        """Run jobs until told to stop; True on a normal end (stop, or retired after a timeout)."""
         ident = threading.get_ident()
         while True:
             job = self._queue.get()
             if job is _STOP:
-                return
+                return True
             job.started = time.monotonic()
             with self._cond:
                 if not self._inflight:  # otherwise the supervisor already waits for an earlier deadline
@@ -208,7 +219,7 @@ class ShadowRunner:
                 self._inflight[ident] = job
             try:
                 job.run(job)
-            except Exception:
+            except BaseException:
                 log.exception("v2rollout: shadow job failed")
             with self._cond:
                 self._inflight.pop(ident, None)
@@ -219,7 +230,7 @@ class ShadowRunner:
                 # The supervisor counted this job and may have replaced this thread.
                 self._stuck -= 1
                 if self._live >= self.workers:
-                    return
+                    return True
                 self._live += 1
 
     def _supervise(self) -> None:
@@ -308,7 +319,7 @@ def _run(job: ShadowJob) -> None:
             value = fn(*work.args, **work.kwargs)
         except Fallback:
             failure = FALLBACK
-        except Exception as exc:
+        except BaseException as exc:  # whatever v2 raises off the path is its error, never the worker's end
             failure = V2_ERROR if work.version == "v2" else "v1_error"
             work.sinks.failed(work, exc)
         duration_ms = (perf_counter() - start) * 1000.0

@@ -38,6 +38,16 @@ SUBJECT = "subject"
 DB_ERROR = "db_error"
 #: a sink of the request pipeline (or host code inside it) raised; key = the sink
 SINK_ERROR = "sink_error"
+#: a call still running after the slow threshold, counted by the in-flight sweep before it returned
+HUNG = "hung"
+#: a v2 result that came after its deadline and was discarded
+LATE = "late"
+#: responses of requests that calculated, by status class ("2xx", "5xx", …)
+RESPONSE = "response"
+#: counter rows SQL refused for good (app-wide; key = the reason)
+QUARANTINED = "quarantined"
+#: longest label stored in a counter key (the SQL column holds 200)
+MAX_LABEL = 200
 #: rollout/arm used for app-wide counters (database failures)
 GLOBAL = "*"
 
@@ -85,7 +95,21 @@ def reason_code(reason: str) -> str:
     ``"insufficient_weeks: Josh Allen has 1 week"`` counts as ``insufficient_weeks``;
     ``"exception:KeyError"`` stays whole. The JSONL log and the Outcome keep the whole text.
     """
-    return reason.split(": ", 1)[0].strip()[:100] or "fallback"
+    return clean_label(reason.split(": ", 1)[0].strip()[:100]) or "fallback"
+
+
+def clean_label(text: str) -> str:
+    """A label safe for every SQL backend: no NUL, no lone surrogate, at most MAX_LABEL characters.
+
+    Labels come from host code and user input (subjects, reasons, exception names); one
+    unstorable label must not make a whole metrics batch fail.
+    """
+    if text.isascii():
+        if "\x00" not in text and len(text) <= MAX_LABEL:
+            return text
+        return text.replace("\x00", "\ufffd")[:MAX_LABEL]
+    cleaned = text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return cleaned[:MAX_LABEL]
 
 
 def minute_of(ts: float) -> int:
@@ -160,18 +184,28 @@ class Recorder:
             for rollout, arm, metric, key, amount in items:
                 pending[(rollout, arm, minute, metric, key)] += amount
 
-    def calculation(self, outcome: Outcome, *, subject: str | None = None, unhandled: str | None = None) -> None:
-        """Count one ``calculate()`` call exactly once, whatever it ended in (one lock, one clock read)."""
+    def calculation(
+        self, outcome: Outcome, *, subject: str | None = None, unhandled: str | None = None,
+        counted: bool = False,
+    ) -> None:
+        """Count one ``calculate()`` call exactly once, whatever it ended in (one lock, one clock read).
+
+        ``counted``: the in-flight sweep already counted this call (and its slowness) while it hung.
+        """
         r, arm, ms = outcome.rollout, outcome.assigned, outcome.duration_ms
-        items = [(CALCULATIONS, "", 1.0), (DURATION_SUM, "", ms), (LATENCY, str(latency_bin(ms)), 1.0)]
+        items = [(DURATION_SUM, "", ms), (LATENCY, str(latency_bin(ms)), 1.0)]
+        if not counted:
+            items.append((CALCULATIONS, "", 1.0))
+            if ms > self.slow_ms:
+                items.append((SLOW, "", 1.0))
         if outcome.fallback_reason is not None:
             items.append((FALLBACK, reason_code(outcome.fallback_reason), 1.0))
         if outcome.error_type is not None:
-            items.append((ERROR, outcome.error_type, 1.0))
+            items.append((ERROR, clean_label(outcome.error_type), 1.0))
         if unhandled is not None:
-            items.append((UNHANDLED, unhandled, 1.0))
-        if ms > self.slow_ms:
-            items.append((SLOW, "", 1.0))
+            items.append((UNHANDLED, clean_label(unhandled), 1.0))
+        if subject is not None:
+            subject = clean_label(subject)
         now = self.clock()
         minute = minute_of(now)
         with self._lock:
@@ -179,7 +213,7 @@ class Recorder:
             for metric, key, amount in items:
                 pending[(r, arm, minute, metric, key)] += amount
             if outcome.user_id is not None:
-                self._expose_locked((r, arm, outcome.user_id), int(now), False)
+                self._expose_locked((r, arm, clean_label(outcome.user_id)), int(now), False)
             if subject is not None:
                 counts = self._subjects[(r, minute)]
                 if subject in counts or len(counts) < SUBJECTS_PER_MINUTE:
@@ -190,7 +224,7 @@ class Recorder:
     def shadow(self, rollout: str, arm: str, agreement: str, *, difference: float | None, duration_ms: float) -> None:
         """One completed shadow comparison; ``arm`` is the version that ran off the path."""
         items = [
-            (rollout, arm, SHADOW, agreement, 1.0),
+            (rollout, arm, SHADOW, clean_label(agreement), 1.0),
             (rollout, arm, SHADOW_LATENCY, str(latency_bin(duration_ms)), 1.0),
         ]
         if difference is not None:
@@ -198,7 +232,7 @@ class Recorder:
         self._add(items)
 
     def shadow_drop(self, rollout: str, arm: str, reason: str) -> None:
-        self._add([(rollout, arm, SHADOW_DROP, reason, 1.0)])
+        self._add([(rollout, arm, SHADOW_DROP, clean_label(reason), 1.0)])
 
     def shadow_timeout(self, rollout: str, arm: str) -> None:
         self._add([(rollout, arm, SHADOW_TIMEOUT, "", 1.0)])
@@ -207,14 +241,31 @@ class Recorder:
         self._add([(rollout, arm, CONVERSION, "", 1.0)])
         if user_id is not None:
             with self._lock:
-                self._expose_locked((rollout, arm, user_id), int(self.clock()), True)
+                self._expose_locked((rollout, arm, clean_label(user_id)), int(self.clock()), True)
+
+    def hung(self, rollout: str, arm: str) -> None:
+        """A call still running past the slow threshold: counted now as a slow calculation."""
+        self._add([(rollout, arm, CALCULATIONS, "", 1.0), (rollout, arm, SLOW, "", 1.0),
+                   (rollout, arm, HUNG, "", 1.0)])
+
+    def late(self, rollout: str) -> None:
+        """A v2 result that arrived after its deadline (v1 was served)."""
+        self._add([(rollout, "v2", LATE, "", 1.0)])
+
+    def response(self, rollout: str, arm: str, status: int) -> None:
+        """The HTTP status of a request that calculated (availability is the non-5xx share)."""
+        self._add([(rollout, arm, RESPONSE, f"{status // 100}xx", 1.0)])
+
+    def quarantined(self, reason: str, rows: int) -> None:
+        """Counter rows SQL refused for good; counted app-wide under the reason."""
+        self._add([(GLOBAL, GLOBAL, QUARANTINED, clean_label(reason)[:100], float(rows))])
 
     def sink_error(self, rollout: str, arm: str, sink: str) -> None:
         """A guarded sink raised; the caller got its outcome anyway."""
         self._add([(rollout, arm, SINK_ERROR, sink, 1.0)])
 
     def db_failure(self, where: str) -> None:
-        """A failed SQL read or write of the extension's own (flags, metrics)."""
+        """A failed database call: the extension's own (flags, metrics) or a calculator's (``v1``, ``v2``)."""
         self._add([(GLOBAL, GLOBAL, DB_ERROR, where, 1.0)])
 
     def local(self, rollout: str) -> dict[str, dict[str, dict[str, float]]]:
@@ -268,6 +319,9 @@ class ArmSummary(TypedDict):
     fallbacks_by_reason: dict[str, int]
     unhandled: int
     sink_errors: int
+    hung: int
+    late: int
+    responses: dict[str, int]
     slow: int
     slow_pct: float | None
     conversions: int
@@ -313,6 +367,9 @@ def summarize_arm(metrics: Mapping[str, Mapping[str, float]], minutes: float,
         "fallbacks_by_reason": {k: int(v) for k, v in fallbacks.items()},
         "unhandled": int(sum(unhandled.values())),
         "sink_errors": int(sum(metrics.get(SINK_ERROR, {}).values())),
+        "hung": int(sum(metrics.get(HUNG, {}).values())),
+        "late": int(sum(metrics.get(LATE, {}).values())),
+        "responses": {k: int(v) for k, v in metrics.get(RESPONSE, {}).items()},
         "slow": int(slow),
         "slow_pct": _pct(slow, calcs),
         "conversions": int(sum(metrics.get(CONVERSION, {}).values())),

@@ -19,13 +19,22 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
 from sqlalchemy import Engine, and_, case, delete, func, insert, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from ..failures import FailureLog
 from ..models import counters_table, exposures_table, flushes_table, probes_table
 from .recorder import (
     DB_ERROR,
     GLOBAL,
+    QUARANTINED,
     SUBJECT,
     ArmSummary,
     Batch,
@@ -59,8 +68,11 @@ class Window(TypedDict):
     shadow: dict[str, ShadowSummary]
     conversion_ratio: float | None
     top_subjects: list[tuple[str, float]]
+    #: share of requests that calculated answered without a 5xx (of calls, when none answered)
     availability_pct: float | None
     db_errors: int
+    #: counter rows SQL refused for good and dropped (app-wide)
+    quarantined: int
     probes: dict[str, float | None]
 
 
@@ -82,11 +94,21 @@ class MetricStore:
         self._ensure_tables = ensure_tables
         self._retry: list[tuple[str, Batch]] = []
         self._lock = threading.Lock()
+        #: rows SQL refused for good (dropped and counted), and why the last one was
+        self.quarantined = 0
+        self.last_quarantine: str | None = None
         self._failures = FailureLog(log, "metrics flush failed", interval_s=error_log_interval)
 
     # -- writing ---------------------------------------------------------------------
     def flush(self) -> bool:
-        """Write everything pending (older failed batches first); False if SQL failed."""
+        """Write everything pending (older failed batches first); False if SQL failed.
+
+        A transient failure (connection lost, database locked) keeps the batch for the
+        next flush. A batch SQL refuses for good is split in halves, each retried under
+        its own id, until the rows it refuses are isolated: those are quarantined —
+        dropped, counted with the reason (``health()``, ``metrics()["quarantined"]``) —
+        and every other row lands, so one bad row never blocks the batches behind it.
+        """
         with self._lock:
             batch = self.recorder.take()
             if batch:
@@ -95,11 +117,33 @@ class MetricStore:
                 batch_id, pending = self._retry[0]
                 try:
                     self._apply(batch_id, pending)
-                except SQLAlchemyError as exc:
-                    self.failed(exc)
-                    return False
+                except REFUSALS as exc:
+                    if _transient(exc):
+                        self.failed(exc)
+                        return False
+                    self._retry.pop(0)
+                    self._retry[:0] = self._split(batch_id, pending, exc)
+                    continue
                 self._retry.pop(0)
             return True
+
+    def _split(self, batch_id: str, batch: Batch, exc: BaseException) -> list[tuple[str, Batch]]:
+        """Halves of a refused batch to retry, or (one row left) nothing: that row is quarantined."""
+        counters, exposures = sorted(batch.counters.items()), sorted(batch.exposures.items())
+        total = len(counters) + len(exposures)
+        if total <= 1:
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            self.quarantined += 1
+            self.last_quarantine = reason
+            log.error("v2rollout: metrics row refused by SQL and dropped (%s): %r", reason, counters or exposures)
+            self.recorder.quarantined(type(exc).__name__, 1)
+            return []
+        mid = total // 2
+        cut = max(0, mid - len(counters))
+        return [
+            (f"{batch_id}.a", Batch(dict(counters[:mid]), dict(exposures[:cut]))),
+            (f"{batch_id}.b", Batch(dict(counters[mid:]), dict(exposures[cut:]))),
+        ]
 
     @property
     def backlog(self) -> int:
@@ -213,7 +257,7 @@ class MetricStore:
         c = counters_table.c
         merged: defaultdict[str, defaultdict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
         subjects: dict[str, float] = {}
-        db_errors = 0.0
+        db_errors = quarantined = 0.0
         with self._engine().connect() as conn:
             rows = conn.execute(
                 select(c.rollout, c.arm, c.metric, c.key, func.sum(c.value))
@@ -234,6 +278,8 @@ class MetricStore:
             if r == GLOBAL:
                 if metric == DB_ERROR:
                     db_errors += value
+                elif metric == QUARANTINED:
+                    quarantined += value
             elif metric == SUBJECT:
                 subjects[key] = subjects.get(key, 0.0) + value
             else:
@@ -244,8 +290,11 @@ class MetricStore:
             for arm in ("v1", "v2")
         }
         v1c, v2c = arms["v1"]["conversion_rate_pct"], arms["v2"]["conversion_rate_pct"]
-        total = arms["v1"]["calculations"] + arms["v2"]["calculations"]
-        unhandled = arms["v1"]["unhandled"] + arms["v2"]["unhandled"]
+        responses = sum(n for arm in arms.values() for n in arm["responses"].values())
+        failed = sum(arm["responses"].get("5xx", 0) for arm in arms.values())
+        if not responses:  # no request answered in the window (calls outside requests): the calls decide
+            responses = arms["v1"]["calculations"] + arms["v2"]["calculations"]
+            failed = arms["v1"]["unhandled"] + arms["v2"]["unhandled"]
         return {
             "rollout": rollout,
             "window_s": window_s,
@@ -254,8 +303,9 @@ class MetricStore:
             "shadow": {arm: summarize_shadow(merged.get(arm, {}), bins=bins) for arm in ("v2", "v1")},
             "conversion_ratio": v2c / v1c if v1c and v2c is not None else None,
             "top_subjects": sorted(subjects.items(), key=lambda kv: (-kv[1], kv[0]))[:10],
-            "availability_pct": (total - unhandled) / total * 100.0 if total else None,
+            "availability_pct": (responses - failed) / responses * 100.0 if responses else None,
             "db_errors": int(db_errors),
+            "quarantined": int(quarantined),
             "probes": probes,
         }
 
@@ -298,6 +348,17 @@ class MetricStore:
         return {name: value for name, value in rows}
 
 
+#: what a refused write can raise: SQLAlchemy's errors, and drivers' encoding errors it lets through
+REFUSALS: tuple[type[BaseException], ...] = (SQLAlchemyError, UnicodeError, ValueError)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure worth retrying later unchanged: the database is unreachable, locked or timed out."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, SATimeoutError))
+
+
 def _is_duplicate_batch(exc: IntegrityError) -> bool:
     text = str(exc.orig).lower()
     return "v2rollout_flushes" in text or "batch_id" in text
@@ -311,8 +372,10 @@ class Flusher:
 
     def __init__(self, store: MetricStore, *, interval_s: float, retention_days: float,
                  probes: Callable[[], dict[str, float | None]], after_flush: Callable[[], None],
+                 before_flush: Callable[[], object] = lambda: None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self._before_flush = before_flush
         self.clock = clock
         self.interval_s = interval_s
         self.retention_days = retention_days
@@ -340,7 +403,11 @@ class Flusher:
                 log.exception("v2rollout: metrics flush cycle failed")
 
     def cycle(self, *, hooks: bool = True) -> bool:
-        """One round: flush, probes, prune (hourly), hooks (unless told not to). False when SQL failed."""
+        """One round: count hung calls, flush, probes, prune (hourly), hooks (unless told not to).
+
+        False when SQL failed.
+        """
+        self._before_flush()
         if not self.store.flush():
             return False
         try:
