@@ -44,8 +44,10 @@ DEFAULTS: dict[str, Any] = {
     "V2ROLLOUT_STAGE_DURATIONS": {},
     "V2ROLLOUT_GATE_MIN_CALCULATIONS": 200,
     "V2ROLLOUT_GATE_MIN_USERS": 100,
-    # Alert rules file (YAML); None: the runbook's v2_alerts.yaml shipped with the package.
-    "V2ROLLOUT_ALERT_RULES": None,
+    # The host's runbook overlay (YAML): changes or adds alert rules, gate criteria, stage durations,
+    # matrix rows, probes and manual checks over the packaged rules/runbook.yaml (docs/operations.md).
+    # None: the packaged runbook as it is. A broken file stops init_app with file, rule and column.
+    "V2ROLLOUT_RUNBOOK_FILE": None,
     # Window the alert metrics are computed over, seconds.
     "V2ROLLOUT_ALERT_WINDOW_S": 300,
     # Seconds between evaluations (run after a metrics flush, under a SQL lease held this long).

@@ -24,7 +24,6 @@ from .config import DEFAULTS
 from .dispatch import Calculator, Outcome, qualified_name, run
 from .errors import FlagError, GateError, RolloutError, UnknownRollout
 from .decisions.evaluator import Evaluator
-from .rules.gates import MANUAL_CHECKS
 from .flags import FLAG_NAMES, PERCENTAGE, RUNBOOK_DEFAULTS, SHADOW, FlagChange, FlagSnapshot, FlagStore, validate_flags
 from .identity import UserLoader, resolve_user_id
 from .jsonlog import JsonlLog
@@ -637,8 +636,9 @@ class V2Rollout:
     def record_check(self, name: str, check: str, passed: bool, *, actor: str, note: str | None = None) -> dict[str, Any]:
         """Record a manual gate criterion ("team_confident", …) with who and when."""
         self._rollout(name)
-        if check not in MANUAL_CHECKS:
-            raise FlagError(f"unknown check {check!r}; manual checks: {', '.join(MANUAL_CHECKS)}", field="check")
+        manual_checks = self._state().evaluator.manual_checks
+        if check not in manual_checks:
+            raise FlagError(f"unknown check {check!r}; manual checks: {', '.join(manual_checks)}", field="check")
         if not isinstance(passed, bool):
             raise FlagError(f"passed must be true or false, got {passed!r}", field="passed")
         if not isinstance(actor, str) or not actor.strip():
@@ -663,7 +663,7 @@ class V2Rollout:
         stage = evaluator.stage_of(state.store.read_fresh(name).values)
         recorded = evaluator.manual_records(name, since=evaluator.timeline(name, stage, now)["entered_at"])
         return [{"check": key, "description": text, "passed": None, "actor": None, "note": None, "at": None,
-                 **recorded.get(key, {})} for key, text in MANUAL_CHECKS.items()]
+                 **recorded.get(key, {})} for key, text in evaluator.manual_checks.items()]
 
     def verify_check(self, name: str) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
         """Decorator: a pre-deployment check for ``flask v2rollout verify``; returns (ok, detail) or a bool."""
