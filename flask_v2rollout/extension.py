@@ -23,7 +23,7 @@ from .compare import Comparator, Extractor, as_extractor, number_of
 from .config import DEFAULTS
 from .dispatch import Calculator, Outcome, qualified_name, run
 from .errors import FlagError, GateError, RolloutError, UnknownRollout
-from .decisions.evaluator import Evaluator
+from .decisions.evaluator import Evaluator, GateReport
 from .flags import FLAG_NAMES, PERCENTAGE, RUNBOOK_DEFAULTS, SHADOW, FlagChange, FlagSnapshot, FlagStore, validate_flags
 from .identity import UserLoader, resolve_user_id
 from .jsonlog import JsonlLog
@@ -571,7 +571,7 @@ class V2Rollout:
         return self.set_flag(name, PERCENTAGE, checked, actor=actor, reason=reason)
 
     # -- gates, alerts, checks ------------------------------------------------------------------
-    def gate(self, name: str) -> dict[str, Any]:
+    def gate(self, name: str) -> GateReport:
         """The current stage's gate: decision, every criterion, and the rollback matrix's verdict."""
         self._rollout(name)
         state = self._state()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from .rules.alerts import AlertRuleError
+from .rules.conditions import AlertRuleError
 from .flags import MONITORING, PERCENTAGE, SHADOW
 
 if TYPE_CHECKING:

@@ -103,7 +103,8 @@ def test_pending_firing_resolved_with_signals_webhook_and_history(make_app, tmp_
         slow["ms"] = 0.0
         hours["value"] = 30.0
         resolved = minute()["transitions"]
-        assert sorted((t["rule"], t["kind"]) for t in resolved) == [("slow_v2", "resolved"), ("stale_game_log", "fired")]
+        assert sorted((t["rule"], t["kind"]) for t in resolved) == [
+            ("slow_v2", "resolved"), ("stale_game_log", "fired")]
         history = ext.alert_history("calc")
     assert [(e["rule"], e["event"]) for e in reversed(history)] == [
         ("slow_v2", "fired"), ("slow_v2", "resolved"), ("stale_game_log", "fired")]
@@ -156,8 +157,9 @@ def test_test_alert_reaches_the_webhook(make_app, receiver) -> None:
 
 
 def test_test_alert_fails_clearly_without_a_working_webhook(make_app) -> None:
-    from flask_v2rollout.cli import cli
     from helpers import free_port_url
+
+    from flask_v2rollout.cli import cli
 
     ext = V2Rollout()
     ext.register("calc", v1=abs, v2=abs)

@@ -25,8 +25,9 @@ def default_rules() -> RuleSet:
 RUNBOOK = {  # name: (severity, notify, action) — the runbook's table, verbatim
     "v2_database_connection_failure": ("CRITICAL", ("pagerduty", "slack"),
                                        "emergency rollback; check database, pool, logs"),
-    "v2_very_high_error_rate": ("CRITICAL", ("pagerduty", "slack"),
-                                "automatic rollback to 0 % (V2ROLLOUT_AUTO_ROLLBACK); review errors, recent changes, data"),
+    "v2_very_high_error_rate": (
+        "CRITICAL", ("pagerduty", "slack"),
+        "automatic rollback to 0 % (V2ROLLOUT_AUTO_ROLLBACK); review errors, recent changes, data"),
     "v2_high_error_rate": ("HIGH", ("slack", "email"),
                            "gradual rollback one step (100 → 50 → 10, the autopilot does it); find the failing inputs"),
     "v2_performance_degradation_critical": ("HIGH", ("slack",),
@@ -147,6 +148,37 @@ def test_for_duration_goes_pending_then_firing() -> None:
     evaluate(rules, slow, 2200.0, states)
     assert evaluate(rules, slow, 2450.0, states) == []
     assert [t.kind for t in evaluate(rules, slow, 2500.0, states)] == ["fired"]
+
+
+def test_for_key_is_the_inline_for() -> None:
+    keyed = parse_rules(dump(rule_yaml("v2_p95_ms > 500ms", **{"for": "5m"})), DEFAULT_METRICS)
+    inline = one_rule("v2_p95_ms > 500ms for 5m")
+    assert keyed["r"].for_s == inline["r"].for_s == 300
+    states: dict[str, RuleState] = {}
+    assert evaluate(keyed, {"v2_p95_ms": 800.0}, 1000.0, states) == [] and states["r"].status == "pending"
+    assert [t.kind for t in evaluate(keyed, {"v2_p95_ms": 800.0}, 1300.0, states)] == ["fired"]
+    with pytest.raises(AlertRuleError, match="give the duration once"):
+        parse_rules(dump(rule_yaml("v2_p95_ms > 500ms for 5m", **{"for": "5m"})), DEFAULT_METRICS)
+    with pytest.raises(AlertRuleError, match="for: expected a duration"):
+        parse_rules(dump(rule_yaml(**{"for": "5%"})), DEFAULT_METRICS)
+
+
+def test_keep_firing_for_holds_a_firing_rule_until_clear_that_long() -> None:
+    rules = parse_rules(dump(rule_yaml("v2_p95_ms > 500ms", keep_firing_for="10m")), DEFAULT_METRICS)
+    assert rules["r"].keep_firing_s == 600
+    states: dict[str, RuleState] = {}
+    slow, fast = {"v2_p95_ms": 800.0}, {"v2_p95_ms": 100.0}
+    assert [t.kind for t in evaluate(rules, slow, 0.0, states)] == ["fired"]  # no for: fires at once
+    assert evaluate(rules, fast, 60.0, states) == [] and states["r"].status == "firing"
+    assert states["r"].cleared_at == 60.0
+    assert evaluate(rules, slow, 120.0, states) == [] and states["r"].cleared_at is None  # flapping: still one alert
+    assert evaluate(rules, fast, 180.0, states) == []
+    assert evaluate(rules, {}, 500.0, states) == [] and states["r"].status == "firing"  # no data counts as clear
+    assert evaluate(rules, fast, 779.0, states) == []
+    resolved = evaluate(rules, fast, 780.0, states)  # 10 minutes since 180
+    assert [t.kind for t in resolved] == ["resolved"]
+    assert states["r"] == RuleState("resolved", 780.0, 0.0, 780.0, False, 780.0, None)
+    assert [t.kind for t in evaluate(rules, slow, 840.0, states)] == ["fired"]
 
 
 def test_no_data_breaks_pending_but_never_resolves_a_firing_rule() -> None:

@@ -228,7 +228,8 @@ def test_conversion_uses_the_ratio_test() -> None:
     assert verdicts(decision)["conversion"] == "insufficient"
     assert decision.decision == INCONCLUSIVE
 
-    clearly_low = healthy(window__arms__v2__converted_users=3_640)  # ratio 0.91: upper bound 0.943 < 0.95, not below 0.90
+    # ratio 0.91: upper bound 0.943 < 0.95, not below 0.90
+    clearly_low = healthy(window__arms__v2__converted_users=3_640)
     decision = decide(CANARY, clearly_low)
     assert verdicts(decision)["conversion"] == "fail" and verdicts(decision)["conversion_low"] == "pass"
     assert decision.decision == NO_GO
@@ -402,7 +403,8 @@ def test_matrix_signals_respect_minimum_samples() -> None:
     named = healthy()
     assert named["v2_error_rate_pct"] == 0.1 and named["v2_p95_ms"] == 40.0
     conversion = named["v2_vs_v1_conversion_pct"]
-    assert isinstance(conversion, Interval) and conversion.upper > 110  # the upper confidence bound of the observed 110 %
+    # the upper confidence bound of the observed 110 %
+    assert isinstance(conversion, Interval) and conversion.upper > 110
     # below the minimum samples nothing acts, however bad the numbers look
     small = healthy(v2_calculations=10, conversion_users_per_arm=10, v2_error_rate_pct=50.0, v2_p95_ms=5_000.0,
                     v2_vs_v1_conversion_pct=10.0)

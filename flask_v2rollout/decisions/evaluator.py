@@ -13,17 +13,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from datetime import timezone
-from typing import TYPE_CHECKING, Any, Mapping, TypedDict
+from collections.abc import Mapping
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from flask import Flask
 from sqlalchemy import func, insert, select, update
 
 from .. import signals
-from . import lease
 from ..errors import ConflictError
 from ..flags import AUTOPILOT, PERCENTAGE, SHADOW, FlagSnapshot
-from ..metrics.catalogue import Facts, values
+from ..metrics.catalogue import Facts, Minimums, values
+from ..models import alert_events_table, alert_state_table, checks_table, counters_table
 from ..rules.alerts import RuleSet, RuleState, Transition, evaluate
 from ..rules.conditions import Interval, Value
 from ..rules.gates import (
@@ -41,7 +42,7 @@ from ..rules.gates import (
     with_durations,
 )
 from ..rules.runbook import load_runbook
-from ..models import alert_events_table, alert_state_table, checks_table, counters_table
+from . import lease
 from .webhook import Webhook
 
 if TYPE_CHECKING:
@@ -57,11 +58,11 @@ AUTOPILOT_ACTOR = "autopilot"
 class Evaluator:
     """Gates, alerts, rollback and autopilot for every rollout of one app."""
 
-    def __init__(self, state: "_State") -> None:
+    def __init__(self, state: _State) -> None:
         cfg = state.app.config
         self.state = state
-        self.minimums = {"calculations": float(cfg["V2ROLLOUT_GATE_MIN_CALCULATIONS"]),
-                         "users": float(cfg["V2ROLLOUT_GATE_MIN_USERS"])}
+        self.minimums: Minimums = {"calculations": float(cfg["V2ROLLOUT_GATE_MIN_CALCULATIONS"]),
+                                   "users": float(cfg["V2ROLLOUT_GATE_MIN_USERS"])}
         #: the packaged runbook overlaid by the host's file, validated whole (raises AlertRuleError)
         self.runbook = load_runbook(cfg["V2ROLLOUT_RUNBOOK_FILE"], minimums=self.minimums)
         self.stages = with_durations(self.runbook.stages, cfg["V2ROLLOUT_STAGE_DURATIONS"] or None)
@@ -182,7 +183,7 @@ class Evaluator:
             rows = conn.execute(query).all()
         out: dict[str, dict[str, Any]] = {}
         for check, passed, actor, note, created in rows:
-            at = (created if created.tzinfo else created.replace(tzinfo=timezone.utc)).timestamp()
+            at = (created if created.tzinfo else created.replace(tzinfo=UTC)).timestamp()
             if since is None or at >= since:
                 out[check] = {"passed": bool(passed), "actor": actor, "note": note, "at": at}
         return out

@@ -34,8 +34,9 @@ confidence sequences.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 from ..rules.conditions import COUNT, MS, PERCENT, Interval, Unit, Value
 from ..rules.gates import CHECK_PREFIX
@@ -43,8 +44,9 @@ from ..stats import proportion_ratio_test
 
 Arm = Literal["v1", "v2", "shadow", "both", "rollout"]
 MinimumName = Literal["calculations", "users"]
+Minimums = Mapping[MinimumName, float]
 #: the minimum samples when the host configures none (``V2ROLLOUT_GATE_MIN_*``)
-DEFAULT_MINIMUMS: Mapping[MinimumName, float] = {"calculations": 200, "users": 100}
+DEFAULT_MINIMUMS: Minimums = {"calculations": 200, "users": 100}
 #: p95 regressions against the previous stage are measured on at least this many ms,
 #: so sub-millisecond jitter never reads as "worse at 50 %".
 P95_FLOOR_MS = 100.0
@@ -67,7 +69,7 @@ class Facts:
     critical_incidents: int | None = None
     monitoring_ok: bool | None = None
     offline: Mapping[str, float] = field(default_factory=dict)
-    minimums: Mapping[MinimumName, float] = field(default_factory=lambda: dict(DEFAULT_MINIMUMS))
+    minimums: Minimums = field(default_factory=lambda: dict(DEFAULT_MINIMUMS))
 
     def arm(self, name: str) -> Mapping[str, Any]:
         arms: Mapping[str, Mapping[str, Any]] = self.window.get("arms", {})
@@ -155,7 +157,8 @@ def _conversion_observed(f: Facts) -> Value:
     counts = _counts(f)
     if counts is None or not 0 <= counts[0] <= counts[1] or not 0 <= counts[2] <= counts[3]:
         return None
-    return _ratio(_ratio(counts[0], counts[1]), _ratio(counts[2], counts[3]))
+    ratio = _ratio(_ratio(counts[0], counts[1]), _ratio(counts[2], counts[3]))
+    return None if ratio is None else ratio * 100
 
 
 def _users_per_arm(f: Facts) -> Value:
@@ -168,14 +171,14 @@ def _shadow_runs(f: Facts) -> float | None:
     return None if not s else float(s.get("compared", 0) + s.get("timeouts", 0))
 
 
-def _shadow_class_pct(*classes: str, timeouts: bool = False) -> Callable[[Facts], Value]:
-    def compute(f: Facts) -> Value:
+def _shadow_class_pct(*classes: str, timeouts: bool = False) -> Callable[[Facts], float | None]:
+    def compute(f: Facts) -> float | None:
         runs = _shadow_runs(f)
         if not runs:
             return None
         by = f.shadow.get("by_agreement", {})
         count = sum(by.get(c, 0) for c in classes) + (f.shadow.get("timeouts", 0) if timeouts else 0)
-        return count / runs * 100
+        return float(count / runs * 100)
     return compute
 
 
@@ -255,7 +258,7 @@ CATALOGUE: tuple[Metric, ...] = (
            "v2 conversion as a percentage of v1's, with its 95 % confidence bounds (an interval)",
            _conversion_vs_v1, "conversion vs v1", USERS, interval=True),
     Metric("v2_vs_v1_conversion_observed_pct", PERCENT, "both", "v2 conversion as a percentage of v1's, observed",
-           lambda f: None if (r := _conversion_observed(f)) is None else float(r) * 100, "conversion vs v1", USERS),
+           _conversion_observed, "conversion vs v1", USERS),
     Metric("shadow_runs", COUNT, "shadow", "shadow runs of v2 that finished or timed out", _shadow_runs,
            "shadow runs"),
     Metric("shadow_unhandled", COUNT, "shadow", "shadow runs where v2 raised something other than Fallback",

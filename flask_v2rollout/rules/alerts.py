@@ -19,8 +19,9 @@ problem at once (:class:`~.conditions.AlertRuleError`) and loads nothing on erro
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Iterator, Literal, Mapping, MutableMapping
+from typing import Any, Literal, cast
 
 import yaml
 
@@ -93,7 +94,9 @@ def parse_rules(text: str, known_metrics: Known, *, source: str = "<rules>", int
     return RuleSet(tuple(rules), source)
 
 
-def rules_from(items: list[Any], known_metrics: Known, *, intervals: Iterable[str] = ()) -> tuple[list[Rule], list[Problem]]:
+def rules_from(
+    items: list[Any], known_metrics: Known, *, intervals: Iterable[str] = ()
+) -> tuple[list[Rule], list[Problem]]:
     """Validate a list of rule mappings: the valid rules and every problem found (duplicates included)."""
     rules: list[Rule] = []
     problems: list[Problem] = []
@@ -111,7 +114,9 @@ def rules_from(items: list[Any], known_metrics: Known, *, intervals: Iterable[st
     return rules, problems
 
 
-def rule_from(item: Any, index: int, known: Known, *, intervals: Iterable[str] = ()) -> tuple[Rule | None, list[Problem]]:
+def rule_from(
+    item: Any, index: int, known: Known, *, intervals: Iterable[str] = ()
+) -> tuple[Rule | None, list[Problem]]:
     """One rule mapping → a Rule, or the problems that stop it."""
     if not isinstance(item, dict):
         return None, [Problem(f"#{index}", "a rule must be a mapping of " + ", ".join(FIELDS))]
@@ -154,7 +159,8 @@ def rule_from(item: Any, index: int, known: Known, *, intervals: Iterable[str] =
         problems.append(Problem(label, "give the duration once: either 'for:' or '... for <duration>'"))
     if problems or condition is None:
         return None, problems
-    rule = Rule(name, condition, severity, tuple(notify), item["description"].strip(), item["action"].strip(),
+    rule = Rule(str(name), condition, cast(Severity, severity), tuple(cast(list[str], notify)),
+                item["description"].strip(), item["action"].strip(),
                 durations.get("for", condition.hold_s), durations.get("keep_firing_for", 0.0))
     return rule, []
 

@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Literal, Mapping
+from typing import Literal
 
 # --------------------------------------------------------------------------- errors
 
@@ -492,6 +493,7 @@ def _evaluate(node: Node, metrics: Mapping[str, Value]) -> Value:
         return _known(metrics.get(node.name))
     if isinstance(node, Negate):
         inner = _evaluate(node.operand, metrics)
+        assert not isinstance(inner, Interval)  # the parser refuses it
         return None if inner is None else -inner
     if isinstance(node, Logic):
         values = [_evaluate(o, metrics) for o in node.operands]

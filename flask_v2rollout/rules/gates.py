@@ -18,8 +18,9 @@ ms"). A criterion that reads only manual checks (``check_<key>``: 1 confirmed,
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Mapping, Sequence
+from typing import Literal
 
 from ..stats import RankTest, mann_whitney_binned
 from .alerts import Severity

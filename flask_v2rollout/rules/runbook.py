@@ -37,14 +37,15 @@ Conditions may read the metrics catalogue's names, the declared probes and
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, cast
+from typing import Any, cast
 
 import yaml
 
-from ..metrics.catalogue import BY_NAME, DEFAULT_MINIMUMS, INTERVALS, UNITS, MinimumName
+from ..metrics.catalogue import BY_NAME, DEFAULT_MINIMUMS, INTERVALS, UNITS, MinimumName, Minimums
 from .alerts import NAME, SEVERITIES, RuleSet, Severity, rules_from
 from .conditions import UNIT_NAMES, AlertRuleError, Condition, Problem, Unit, parse_condition, parse_duration
 from .gates import (
@@ -99,9 +100,7 @@ def known_metrics(probes: Mapping[str, Probe], checks: Mapping[str, str]) -> dic
             **{CHECK_PREFIX + key: UNIT_NAMES["count"] for key in checks}}
 
 
-def load_runbook(
-    host_file: str | Path | None = None, *, minimums: Mapping[MinimumName, float] | None = None
-) -> Runbook:
+def load_runbook(host_file: str | Path | None = None, *, minimums: Minimums | None = None) -> Runbook:
     """The packaged runbook overlaid by ``host_file``; ``minimums`` are the samples gates and matrices need."""
     packaged = resources.files(__package__).joinpath(PACKAGED_FILE).read_text(encoding="utf-8")
     documents = [(PACKAGED_FILE, packaged)]
@@ -115,9 +114,7 @@ def load_runbook(
     return parse_runbook(documents, minimums=minimums)
 
 
-def parse_runbook(
-    documents: list[tuple[str, str]], *, minimums: Mapping[MinimumName, float] | None = None
-) -> Runbook:
+def parse_runbook(documents: list[tuple[str, str]], *, minimums: Minimums | None = None) -> Runbook:
     """Merge ``(file name, YAML text)`` documents in order, then validate the result."""
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
@@ -129,7 +126,8 @@ def parse_runbook(
             problems += _merge(merged, data, origin, file, first=not merged)
     if problems:
         raise AlertRuleError(problems, documents[-1][0])
-    return _Builder(merged, origin, {**DEFAULT_MINIMUMS, **(minimums or {})}, documents[0][0]).build(
+    needed: dict[MinimumName, float] = {**DEFAULT_MINIMUMS, **(minimums or {})}
+    return _Builder(merged, origin, needed, documents[0][0]).build(
         tuple(f for f, _ in documents))
 
 
@@ -266,7 +264,7 @@ def _merge_matrices(current: dict[str, Any], matrices: dict[str, Any], origin: d
                 rows[index] = row
             origin[f"row:{name}/{severity}"] = file
         rank = {s: i for i, s in enumerate(SEVERITIES)}
-        target["rows"].sort(key=lambda r: rank.get(r.get("severity") if isinstance(r, dict) else None, len(rank)))
+        target["rows"].sort(key=lambda r: rank.get(str(r.get("severity")) if isinstance(r, dict) else "", len(rank)))
     return problems
 
 
@@ -276,7 +274,7 @@ def _merge_matrices(current: dict[str, Any], matrices: dict[str, Any], origin: d
 class _Builder:
     """Validates the merged data and builds the Runbook, collecting every problem with its file."""
 
-    def __init__(self, data: dict[str, Any], origin: dict[str, str], minimums: Mapping[str, float],
+    def __init__(self, data: dict[str, Any], origin: dict[str, str], minimums: Minimums,
                  default_file: str) -> None:
         self.data = data
         self.origin = origin
