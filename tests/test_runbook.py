@@ -137,6 +137,8 @@ rules:
     ("probes:\n  - {name: v2_p95_ms, unit: ms, description: d}\n", "not a catalogue metric"),
     ("probes:\n  - {name: depth, unit: parsecs, description: d}\n", "unit must be one of"),
     ("extras: {}\n", "unknown top-level key(s) ['extras']"),
+    ("rules:\n  - {name: a}\n  - {name: a}\n", "rule 'a': duplicate rule name"),
+    ("rules:\n  - just text\n", "rule '#11': a rule must be a mapping"),
     ("rules: [\n", "not valid YAML"),
     ("- just a list\n", "expected a mapping with the sections"),
     ("!!python/object/apply:os.system [echo hi]\n", "not valid YAML"),

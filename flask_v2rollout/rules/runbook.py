@@ -167,17 +167,29 @@ def _merge(merged: dict[str, Any], data: dict[str, Any], origin: dict[str, str],
         elif section == "matrices":
             problems += _merge_matrices(merged.setdefault(section, {}), value, origin, file)
         elif section == "rules":
-            current = merged.setdefault(section, [])
-            for item in value:
-                name = item.get("name") if isinstance(item, dict) else None
-                index = next((i for i, r in enumerate(current) if isinstance(r, dict) and r.get("name") == name), None)
-                if name is not None and index is not None and not first:
-                    current[index] = item
-                else:
-                    current.append(item)
-                origin[f"rule:{name}"] = file
+            problems += _merge_rules(merged.setdefault(section, []), value, origin, file, first=first)
         else:
             problems += _merge_named(section, merged.setdefault(section, []), value, origin, file, first=first)
+    return problems
+
+
+def _merge_rules(current: list[Any], items: list[Any], origin: dict[str, str], file: str, *,
+                 first: bool) -> list[Problem]:
+    """Same name replaces the rule in place, a new name appends (the packaged file's duplicates stay, to be refused)."""
+    problems, seen = [], set()
+    for item in items:
+        name = item.get("name") if isinstance(item, dict) else None
+        found = next((i for i, r in enumerate(current) if isinstance(r, dict) and r.get("name") == name), None)
+        index = len(current)
+        if not first and name in seen:
+            problems.append(Problem(str(name), "duplicate rule name", file=file))
+        elif name is not None and found is not None and not first:
+            current[found] = item
+            index = found
+        else:
+            current.append(item)
+        seen.add(name)
+        origin[f"rule:{name}"] = origin[f"rule:#{index + 1}"] = file
     return problems
 
 
