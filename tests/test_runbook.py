@@ -10,7 +10,7 @@ import yaml
 
 import flask_v2rollout
 from flask_v2rollout import V2Rollout
-from flask_v2rollout.metrics.catalogue import CATALOGUE
+from flask_v2rollout.metrics.catalogue import CATALOGUE, Facts, values
 from flask_v2rollout.rules.conditions import AlertRuleError
 from flask_v2rollout.rules.runbook import load_runbook, parse_runbook
 from flask_v2rollout.testing import Clock, use_clock
@@ -175,6 +175,17 @@ def test_every_catalogue_metric_is_declared_once_with_its_unit() -> None:
     assert all(m.description and m.unit for m in CATALOGUE)
     assert all(m.unit.label == "%" for m in CATALOGUE if m.name.endswith("_pct"))
     assert all(m.unit.label == "ms" for m in CATALOGUE if m.name.endswith("_ms"))
+
+
+def test_a_window_reads_no_data_where_there_is_none() -> None:
+    window = {"arms": {"v2": {"users": 99, "conversion_rate_pct": 5.0, "calculations": 0, "error_rate_pct": None},
+                       "v1": {"users": 150, "conversion_rate_pct": 6.0}}, "db_errors": 0, "probes": {}}
+    named = values(Facts(window, percentage=10.0), probes={"data_source_age_hours": None})
+    assert named["v2_conversion_rate_pct"] is None and named["v1_conversion_rate_pct"] == 6.0  # users minimum
+    assert named["v2_error_rate_pct"] is None and named["v2_calculations"] == 0
+    assert named["shadow_runs"] is None and named["critical_incidents_in_stage"] is None
+    assert named["data_source_age_hours"] is None and named["v2_rollout_percentage"] == 10.0
+    assert set(named) == {m.name for m in CATALOGUE} | {"data_source_age_hours"}
 
 
 def test_the_core_package_knows_no_football() -> None:
