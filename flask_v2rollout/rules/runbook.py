@@ -155,6 +155,7 @@ def _merge(merged: dict[str, Any], data: dict[str, Any], origin: dict[str, str],
     problems: list[Problem] = []
     lists: dict[str, str] = {"stages": "name", "probes": "name", "gates": "name", "rules": "name"}
     for section, value in data.items():
+        origin[section] = file  # section-wide problems (stage order, the general matrix) point at the last file
         if section in lists and not isinstance(value, list):
             problems.append(Problem(None, f"'{section}' must be a list", file=file))
             continue
@@ -262,6 +263,8 @@ def _merge_matrices(current: dict[str, Any], matrices: dict[str, Any], origin: d
         if unknown:
             problems.append(Problem(f"matrix {name}", f"unknown key(s) {unknown}", file=file))
             continue
+        if name not in current:
+            origin[f"matrix:{name}"] = file
         target = current.setdefault(name, {"rows": []})
         if "otherwise" in matrix:
             target["otherwise"] = matrix["otherwise"]
@@ -409,15 +412,16 @@ class _Builder:
             required = item["shoulds_required"]
             if isinstance(required, bool) or not isinstance(required, int) or required < 0:
                 self.problem(key, f"gate {name}", "shoulds_required must be a whole number >= 0", repr(required))
+                continue
             latency = item.get("latency")
             if latency is not None and not (isinstance(latency, list) and len(latency) == 2):
                 self.problem(key, f"gate {name}", "latency must name two histograms, e.g. [v2, v1]", repr(latency))
             criteria = [c for c in (self.criterion(name, c, checks) for c in item["criteria"]) if c is not None]
             if len({c.name for c in criteria}) != len(criteria):
                 self.problem(key, f"gate {name}", "criterion names must be unique")
-            if isinstance(required, int) and required > sum(c.kind == "should" for c in criteria):
+            if required > sum(c.kind == "should" for c in criteria):
                 self.problem(key, f"gate {name}", "shoulds_required is more than the gate's should criteria")
-            out.append(Gate(name, item["from"], item["to"], tuple(criteria), int(required),
+            out.append(Gate(name, item["from"], item["to"], tuple(criteria), required,
                             cast(tuple[str, str], tuple(latency)) if latency else None))
         return tuple(out)
 
