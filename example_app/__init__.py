@@ -32,6 +32,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, instance_path: s
         # The runbook's starting point: nobody on v2, v2 computed in the shadow.
         V2ROLLOUT_DEFAULTS={"v2_rollout_percentage": 0, "v2_shadow_mode_enabled": True},
         V2ROLLOUT_LOG_FILE=os.path.join("logs", "v2_calculations.jsonl"),
+        # The betting wording and data probes over the extension's packaged runbook.
+        V2ROLLOUT_RUNBOOK_FILE=os.path.join(os.path.dirname(__file__), "runbook.yaml"),
     )
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)

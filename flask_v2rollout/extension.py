@@ -16,6 +16,7 @@ from opentelemetry import trace as otel_trace
 from .admin import register_admin
 from .binding import Binding
 from .compare import Comparator, Extractor
+from .decisions.evaluator import GateReport
 from .dispatch import Calculator, Outcome
 from .errors import GateError, RolloutError
 from .flags import FLAG_NAMES, PERCENTAGE, SHADOW, FlagChange
@@ -261,7 +262,7 @@ class V2Rollout:
         return self._runtime().flags.rollback(name, target, actor=actor, reason=reason)
 
     # -- gates, alerts, checks ------------------------------------------------------------------
-    def gate(self, name: str) -> dict[str, Any]:
+    def gate(self, name: str) -> GateReport:
         """The current stage's gate: decision, every criterion, and the rollback matrix's verdict."""
         self._rollout(name)
         runtime = self._runtime()

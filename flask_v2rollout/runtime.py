@@ -123,7 +123,7 @@ class Runtime:
                                      retries=settings.webhook_retries))
         self.notifications = Router(notifiers)
         self.evaluator = Evaluator(
-            app=app, settings=settings, rollouts=registry.rollouts, probes=registry.probes, store=self.store,
+            app=app, settings=settings, rollouts=registry.rollouts, store=self.store,
             flags=self.flags, metric_store=self.metric_store, engine=self.engine, clock=self.clock,
             jsonlog=self.jsonlog, notifications=self.notifications,
         )

@@ -161,7 +161,10 @@ class Settings:
         _seconds_by_name, {}, "minimum stage durations in seconds by stage name (over the runbook's)")
     gate_min_calculations: int = _key(_integer(0), 200, "calculations a criterion needs before it is judged")
     gate_min_users: int = _key(_integer(0), 100, "users per arm a conversion criterion needs")
-    alert_rules: str | None = _key(_optional_text, None, "alert rules file (YAML); None: the runbook's rules")
+    runbook_file: str | None = _key(
+        _optional_text, None,
+        "the host's runbook overlay (YAML) over the packaged rules/runbook.yaml: alert rules, gate criteria, "
+        "stage durations, matrix rows, probes, manual checks; a broken file stops init_app")
     alert_window_s: int = _key(_integer(1), 300, "seconds the alert metrics are computed over")
     evaluate_every_s: float = _key(SECONDS, 30.0, "seconds between evaluations (after a flush, under a lease)")
     lease_s: float = _key(_number(0.001, what="a number of seconds"), 30.0, "seconds the evaluation lease is held")

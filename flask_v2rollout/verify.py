@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .flags import MONITORING, PERCENTAGE, SHADOW, FlagStore
 from .jsonlog import JsonlLog
 from .metrics.store import MetricStore
-from .rules.alerts import AlertRuleError
+from .rules.conditions import AlertRuleError
 
 Check = Callable[[], Any]
 MIN_FREE_DISK = 0.10

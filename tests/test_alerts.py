@@ -9,43 +9,45 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flask_v2rollout.rules.alerts import (
-    DEFAULT_METRICS,
-    AlertRuleError,
-    RuleSet,
-    RuleState,
-    default_rules,
-    evaluate,
-    load_rules,
-    parse_condition,
-    parse_rules,
-)
+from flask_v2rollout.rules.alerts import RuleSet, RuleState, evaluate, parse_rules
+from flask_v2rollout.rules.conditions import AlertRuleError, parse_condition
+from flask_v2rollout.rules.runbook import load_runbook
+
+PACKAGED = load_runbook()
+#: every name the packaged runbook's conditions may read, with its unit
+DEFAULT_METRICS = PACKAGED.metrics
+
+
+def default_rules() -> RuleSet:
+    return PACKAGED.rules
+
 
 RUNBOOK = {  # name: (severity, notify, action) — the runbook's table, verbatim
     "v2_database_connection_failure": ("CRITICAL", ("pagerduty", "slack"),
                                        "emergency rollback; check database, pool, logs"),
-    "v2_very_high_error_rate": ("CRITICAL", ("pagerduty", "slack"),
-                                "automatic rollback to 0 % (V2ROLLOUT_AUTO_ROLLBACK); review errors, recent changes, data"),
+    "v2_very_high_error_rate": (
+        "CRITICAL", ("pagerduty", "slack"),
+        "automatic rollback to 0 % (V2ROLLOUT_AUTO_ROLLBACK); review errors, recent changes, data"),
     "v2_high_error_rate": ("HIGH", ("slack", "email"),
-                           "gradual rollback one step (100 → 50 → 10, the autopilot does it); find failing QBs/matchups"),
+                           "gradual rollback one step (100 → 50 → 10, the autopilot does it); find the failing inputs"),
     "v2_performance_degradation_critical": ("HIGH", ("slack",),
                                             "check indexes, load; VACUUM/ANALYZE; consider rollback"),
     "v2_conversion_rate_drop": ("HIGH", ("slack", "email"),
-                                "compare edges; review V2_CONFIG; roll back if > 10 % drop"),
+                                "compare v1 and v2 results; review v2's tuning; roll back if > 10 % drop"),
     "v2_slow_queries": ("MEDIUM", ("slack",), "check indexes, plans, load; consider caching"),
     "v2_high_fallback_rate": ("MEDIUM", ("slack",),
-                              "check game-log completeness and freshness; run importer"),
+                              "check the data source's completeness and freshness; refresh it"),
     "v2_moderate_error_rate": ("MEDIUM", ("slack",), "watch, ticket, fix in 1–2 days"),
-    "v2_data_freshness": ("LOW", ("slack",), "run importer; check its schedule and errors"),
-    "v2_low_data_coverage": ("LOW", ("slack",), "check missing weeks; may be normal early in a season"),
+    "v2_data_freshness": ("LOW", ("slack",), "refresh the data source; check its schedule and errors"),
+    "v2_low_data_coverage": ("LOW", ("slack",), "check for missing data; may be normal early on"),
 }
 
 QUIET = {
     "v2_error_rate_pct": 0.4, "v2_fallback_rate_pct": 12.5, "v2_p95_ms": 40.0, "v2_p99_ms": 90.0, "v2_avg_ms": 12.0,
     "v2_conversion_rate_pct": 10.0, "v1_conversion_rate_pct": 10.0, "db_connection_failures": 0,
-    "v2_unhandled_exceptions": 0, "last_game_log_import_hours_ago": 6.0, "qbs_with_v2_data_pct": 88.0,
+    "v2_unhandled_exceptions": 0, "data_source_age_hours": 6.0, "v2_data_coverage_pct": 88.0,
     "v2_calculations_per_min": 120.0, "v1_calculations_per_min": 1_080.0, "v2_timeouts_pct": 0.1,
-    "agreement_rate_pct": 78.0, "v2_rollout_percentage": 10.0,
+    "shadow_agreement_rate_pct": 78.0, "v2_rollout_percentage": 10.0,
 }
 # For each rule: a window that crosses it, and every rule that window fires (overlapping thresholds).
 CROSSINGS = {
@@ -57,8 +59,8 @@ CROSSINGS = {
     "v2_slow_queries": ({"v2_p95_ms": 501.0}, set()),
     "v2_high_fallback_rate": ({"v2_fallback_rate_pct": 26.0}, set()),
     "v2_moderate_error_rate": ({"v2_error_rate_pct": 2.5}, set()),
-    "v2_data_freshness": ({"last_game_log_import_hours_ago": 25.0}, set()),
-    "v2_low_data_coverage": ({"qbs_with_v2_data_pct": 65.0}, set()),
+    "v2_data_freshness": ({"data_source_age_hours": 25.0}, set()),
+    "v2_low_data_coverage": ({"v2_data_coverage_pct": 65.0}, set()),
 }
 
 
@@ -73,7 +75,7 @@ def dump(*rules: object) -> str:
     return yaml.safe_dump({"rules": list(rules)}, allow_unicode=True)
 
 
-def one_rule(condition: str, known: frozenset[str] = DEFAULT_METRICS) -> RuleSet:
+def one_rule(condition: str, known: object = DEFAULT_METRICS) -> RuleSet:
     return parse_rules(dump(rule_yaml(condition)), known)
 
 
@@ -84,8 +86,8 @@ def test_default_rules_are_the_runbooks_ten() -> None:
     rules = default_rules()
     assert [r.name for r in rules] == list(RUNBOOK)
     assert {r.name: (r.severity, r.notify, r.action) for r in rules} == RUNBOOK
-    assert rules.metrics <= DEFAULT_METRICS
-    assert all(r.description and r.condition.hold_s == 0 for r in rules)
+    assert rules.metrics <= set(DEFAULT_METRICS)
+    assert all(r.description and r.for_s == 0 and r.keep_firing_s == 0 for r in rules)
 
 
 def test_default_rules_quiet_on_a_healthy_window() -> None:
@@ -119,8 +121,8 @@ def test_threshold_is_strict_like_the_runbook(value: float, fires: bool) -> None
 
 def test_missing_probe_is_no_data_not_firing() -> None:
     rules, states = default_rules(), {}
-    window = QUIET | {"last_game_log_import_hours_ago": None}
-    del window["qbs_with_v2_data_pct"]
+    window = QUIET | {"data_source_age_hours": None}
+    del window["v2_data_coverage_pct"]
     assert evaluate(rules, window, 0.0, states) == []
     assert states["v2_data_freshness"].no_data and states["v2_low_data_coverage"].no_data
     assert states["v2_data_freshness"].status == "inactive"
@@ -146,6 +148,37 @@ def test_for_duration_goes_pending_then_firing() -> None:
     evaluate(rules, slow, 2200.0, states)
     assert evaluate(rules, slow, 2450.0, states) == []
     assert [t.kind for t in evaluate(rules, slow, 2500.0, states)] == ["fired"]
+
+
+def test_for_key_is_the_inline_for() -> None:
+    keyed = parse_rules(dump(rule_yaml("v2_p95_ms > 500ms", **{"for": "5m"})), DEFAULT_METRICS)
+    inline = one_rule("v2_p95_ms > 500ms for 5m")
+    assert keyed["r"].for_s == inline["r"].for_s == 300
+    states: dict[str, RuleState] = {}
+    assert evaluate(keyed, {"v2_p95_ms": 800.0}, 1000.0, states) == [] and states["r"].status == "pending"
+    assert [t.kind for t in evaluate(keyed, {"v2_p95_ms": 800.0}, 1300.0, states)] == ["fired"]
+    with pytest.raises(AlertRuleError, match="give the duration once"):
+        parse_rules(dump(rule_yaml("v2_p95_ms > 500ms for 5m", **{"for": "5m"})), DEFAULT_METRICS)
+    with pytest.raises(AlertRuleError, match="for: expected a duration"):
+        parse_rules(dump(rule_yaml(**{"for": "5%"})), DEFAULT_METRICS)
+
+
+def test_keep_firing_for_holds_a_firing_rule_until_clear_that_long() -> None:
+    rules = parse_rules(dump(rule_yaml("v2_p95_ms > 500ms", keep_firing_for="10m")), DEFAULT_METRICS)
+    assert rules["r"].keep_firing_s == 600
+    states: dict[str, RuleState] = {}
+    slow, fast = {"v2_p95_ms": 800.0}, {"v2_p95_ms": 100.0}
+    assert [t.kind for t in evaluate(rules, slow, 0.0, states)] == ["fired"]  # no for: fires at once
+    assert evaluate(rules, fast, 60.0, states) == [] and states["r"].status == "firing"
+    assert states["r"].cleared_at == 60.0
+    assert evaluate(rules, slow, 120.0, states) == [] and states["r"].cleared_at is None  # flapping: still one alert
+    assert evaluate(rules, fast, 180.0, states) == []
+    assert evaluate(rules, {}, 500.0, states) == [] and states["r"].status == "firing"  # no data counts as clear
+    assert evaluate(rules, fast, 779.0, states) == []
+    resolved = evaluate(rules, fast, 780.0, states)  # 10 minutes since 180
+    assert [t.kind for t in resolved] == ["resolved"]
+    assert states["r"] == RuleState("resolved", 780.0, 0.0, 780.0, False, 780.0, None)
+    assert [t.kind for t in evaluate(rules, slow, 840.0, states)] == ["fired"]
 
 
 def test_no_data_breaks_pending_but_never_resolves_a_firing_rule() -> None:
@@ -175,8 +208,8 @@ def test_state_round_trips_as_a_plain_row() -> None:
 @pytest.mark.parametrize("condition,metrics,expected", [
     ("v2_p95_ms > 1s", {"v2_p95_ms": 1000.0}, False),
     ("v2_p95_ms > 1s", {"v2_p95_ms": 1000.5}, True),
-    ("last_game_log_import_hours_ago > 90m", {"last_game_log_import_hours_ago": 1.6}, True),
-    ("last_game_log_import_hours_ago >= 1440 m", {"last_game_log_import_hours_ago": 24}, True),
+    ("data_source_age_hours > 90m", {"data_source_age_hours": 1.6}, True),
+    ("data_source_age_hours >= 1440 m", {"data_source_age_hours": 24}, True),
     ("v2_conversion_rate_pct < v1_conversion_rate_pct * 0.95",
      {"v2_conversion_rate_pct": 9.49, "v1_conversion_rate_pct": 10.0}, True),
     ("v2_conversion_rate_pct < v1_conversion_rate_pct * 0.95",
@@ -195,8 +228,8 @@ def test_state_round_trips_as_a_plain_row() -> None:
     ("v2_p95_ms > 500 and v2_p99_ms > 1000", {"v2_p99_ms": 10}, False),
     ("not v2_p95_ms > 500", {}, None),
     ("v2_timeouts_pct != 0.5%", {"v2_timeouts_pct": float("nan")}, None),
-    ("v2_rollout_percentage > 0 and agreement_rate_pct < 60", {"v2_rollout_percentage": 0.0,
-                                                               "agreement_rate_pct": 50}, False),
+    ("v2_rollout_percentage > 0 and shadow_agreement_rate_pct < 60", {"v2_rollout_percentage": 0.0,
+                                                                      "shadow_agreement_rate_pct": 50}, False),
 ])
 def test_condition_semantics(condition: str, metrics: dict[str, float], expected: bool | None) -> None:
     assert parse_condition(condition, DEFAULT_METRICS).evaluate(metrics) is expected
@@ -302,11 +335,12 @@ def test_known_metrics_come_from_the_caller(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(dump(rule_yaml("queue_depth > 100 for 30s"),
                          rule_yaml("qb_coverage_pct < 50%", name="coverage")), encoding="utf-8")
-    rules = load_rules(path, {"queue_depth", "qb_coverage_pct"})
-    assert [r.name for r in rules] == ["r", "coverage"] and rules["r"].condition.hold_s == 30
+    text = path.read_text(encoding="utf-8")
+    rules = parse_rules(text, {"queue_depth", "qb_coverage_pct"}, source=str(path))
+    assert [r.name for r in rules] == ["r", "coverage"] and rules["r"].for_s == 30
     assert rules.source == str(path)
     with pytest.raises(AlertRuleError, match="unknown metric 'queue_depth'"):
-        load_rules(path, DEFAULT_METRICS)
+        parse_rules(text, DEFAULT_METRICS, source=str(path))
     with pytest.raises(KeyError):
         rules["nope"]
 

@@ -1,49 +1,53 @@
 """The runbook's decisions, run against the merged SQL metrics of one app.
 
-Builds the gates' MetricsView and the alerts' metric snapshot from SQL, keeps
-alert state and history in SQL, and acts: signals, a log line, the webhook,
-the automatic rollback on CRITICAL and the autopilot. Evaluation runs under a
-short SQL lease, so exactly one process evaluates at a time.
+Loads the runbook (the packaged file overlaid by ``V2ROLLOUT_RUNBOOK_FILE``)
+when the app is initialised, so a broken file stops ``init_app``. Turns a
+window of merged SQL metrics into the catalogue's named values — the alert
+window for the alert rules, the current stage's window for its gate and
+rollback matrix — keeps alert state and history in SQL, and acts: signals, a
+log line, the notification router, the automatic rollback on CRITICAL and the autopilot.
+Evaluation runs under a short SQL lease, so exactly one process evaluates at a time.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
-from datetime import datetime, timezone
 from collections.abc import Callable, Mapping
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypedDict
 
 from flask import Flask
 from sqlalchemy import Engine, func, insert, select, update
 
 from .. import signals
-from . import lease
-from ..rules.alerts import DEFAULT_METRICS, RuleSet, RuleState, Transition, default_rules, evaluate, load_rules
 from ..errors import ConflictError, FlagError
 from ..flags import AUTOPILOT, PERCENTAGE, SHADOW, FlagService, FlagSnapshot, FlagStore
 from ..jsonlog import JsonlLog
+from ..metrics.catalogue import Facts, Minimums, values
 from ..metrics.store import MetricStore
-from ..registry import Probe, Rollout
-from ..settings import Settings
+from ..models import alert_events_table, alert_state_table, checks_table, counters_table
+from ..rules.alerts import RuleSet, RuleState, Transition, evaluate
+from ..rules.conditions import Interval, Value
 from ..rules.gates import (
     Action,
     Decision,
-    MANUAL_CHECKS,
     GateDecision,
+    Histograms,
     Stage,
     autopilot_step,
-    build_gates,
-    build_stages,
     evaluate_gate,
     gate_for,
-    matrix_signals,
+    matrix_for,
     next_stage,
     rollback_decision,
+    with_durations,
 )
-from ..models import alert_events_table, alert_state_table, checks_table, counters_table
+from ..registry import Rollout
+from ..rules.runbook import load_runbook
+from ..settings import Settings
+from . import lease
 from .notify import Router
-
 
 log = logging.getLogger("flask_v2rollout.alerts")
 
@@ -52,21 +56,16 @@ AUTO_ROLLBACK_ACTOR = "auto-rollback"
 AUTOPILOT_ACTOR = "autopilot"
 
 
-def _frac(pct: float | None) -> float | None:
-    return None if pct is None else pct / 100.0
-
-
 class Evaluator:
     """Gates, alerts, rollback and autopilot for every rollout of one app."""
 
     def __init__(
-        self, *, app: Flask, settings: Settings, rollouts: Mapping[str, Rollout], probes: Mapping[str, Probe],
-        store: FlagStore, flags: FlagService, metric_store: MetricStore, engine: Callable[[], Engine],
-        clock: Callable[[], float], jsonlog: JsonlLog | None, notifications: Router,
+        self, *, app: Flask, settings: Settings, rollouts: Mapping[str, Rollout], store: FlagStore,
+        flags: FlagService, metric_store: MetricStore, engine: Callable[[], Engine], clock: Callable[[], float],
+        jsonlog: JsonlLog | None, notifications: Router,
     ) -> None:
         self.app = app
         self.rollouts = rollouts
-        self.probes = probes
         self.store = store
         self.flags = flags
         self.metric_store = metric_store
@@ -74,20 +73,20 @@ class Evaluator:
         self.clock = clock
         self.jsonlog = jsonlog
         self.notifications = notifications
-        self.stages = build_stages(settings.stage_durations or None)
-        self.gates = build_gates(
-            min_calculations=settings.gate_min_calculations,
-            min_users=settings.gate_min_users,
-        )
-        self.min_users = settings.gate_min_users
-        self.min_calculations = settings.gate_min_calculations
-        self.rules_path: str | None = settings.alert_rules
+        self.minimums: Minimums = {"calculations": float(settings.gate_min_calculations),
+                                   "users": float(settings.gate_min_users)}
+        #: the packaged runbook overlaid by the host's file, validated whole (raises AlertRuleError)
+        self.runbook = load_runbook(settings.runbook_file, minimums=self.minimums)
+        self.stages = with_durations(self.runbook.stages, settings.stage_durations or None)
+        self.gates = self.runbook.gates
+        self.rules: RuleSet = self.runbook.rules
+        #: manual check key → what a person confirms
+        self.manual_checks: Mapping[str, str] = self.runbook.manual_checks
         self.auto_rollback = settings.auto_rollback
         self.watch_s = settings.watch_interval_s
         self.lease_s = settings.lease_s
         self.every_s = settings.evaluate_every_s
         self.alert_window_s = settings.alert_window_s
-        self._rules: RuleSet | None = None
         self._last_run = float("-inf")
         #: the autopilot's last word per rollout (hold reasons are not audited)
         self.last_actions: dict[str, dict[str, Any]] = {}
@@ -95,15 +94,6 @@ class Evaluator:
     def _engine(self) -> Engine:
         self.store.ensure_tables()
         return self.engine()
-
-    # -- rules ------------------------------------------------------------------------
-    @property
-    def rules(self) -> RuleSet:
-        """The alert rules, loaded (and fully validated) on first use."""
-        if self._rules is None:
-            known = set(DEFAULT_METRICS) | set(self.probes)
-            self._rules = load_rules(self.rules_path, known) if self.rules_path else default_rules(known)
-        return self._rules
 
     def rule_count(self) -> int:
         return len(self.rules)
@@ -149,78 +139,41 @@ class Evaluator:
         known = [t for t in (self.store.created_at(name), first) if t is not None]
         return float(min(known)) if known else now
 
-    # -- views ----------------------------------------------------------------------------
-    def view(self, name: str, flags: Mapping[str, Any], now: float) -> tuple[dict[str, Any], Stage, dict[str, Any]]:
-        """The gates' MetricsView over the current stage, the stage, and its timeline."""
+    # -- named values -----------------------------------------------------------------------
+    def stage_values(
+        self, name: str, flags: Mapping[str, Any], now: float
+    ) -> tuple[dict[str, Value], Histograms, Stage, dict[str, Any]]:
+        """The catalogue's values over the current stage, its latency histograms, the stage and its timeline."""
         stage = self.stage_of(flags)
         line = self.timeline(name, stage, now)
         store = self.metric_store
         cur = store.window(name, 0, now, since=line["entered_at"], bins=True)
-        view: dict[str, Any] = {arm: self._arm(cur["arms"][arm]) for arm in ("v1", "v2")}
-        view["shadow"] = self._shadow(cur["shadow"]["v2"], cur["arms"]["v1"])
+        previous = None
         if line["previous_entered_at"] is not None:
-            prev = store.window(name, 0, line["entered_at"], since=line["previous_entered_at"])["arms"]["v2"]
-            view["previous_stage"] = {"v2_p95_ms": prev["p95_ms"], "v2_fallback_rate": _frac(prev["fallback_rate_pct"]),
-                                      "v2_avg_ms": prev["avg_ms"]}
-        view["db_errors"] = cur["db_errors"]
-        view["rollbacks_in_stage"] = line["rollbacks"]
-        view["critical_incidents_in_stage"] = self._criticals_since(name, line["entered_at"])
-        view["monitoring_ok"] = self.metric_store.backlog == 0 and self.store.healthy
-        view["manual"] = self.manual(name, since=line["entered_at"])
-        offline = self.rollouts[name].offline
-        if offline:
-            view["offline"] = dict(offline)
-        return view, stage, line
+            previous = store.window(name, 0, line["entered_at"], since=line["previous_entered_at"])["arms"]["v2"]
+        facts = Facts(
+            cur, percentage=float(flags[PERCENTAGE]), previous_v2=previous, rollbacks=line["rollbacks"],
+            critical_incidents=self._criticals_since(name, line["entered_at"]),
+            monitoring_ok=self.metric_store.backlog == 0 and self.store.healthy,
+            offline=dict(self.rollouts[name].offline or {}), minimums=self.minimums,
+        )
+        named = values(facts, probes=self._probes(cur), checks=self.manual(name, since=line["entered_at"]))
+        histograms = {"v1": cur["arms"]["v1"]["latency_bins"], "v2": cur["arms"]["v2"]["latency_bins"],
+                      "shadow": cur["shadow"]["v2"]["latency_bins"]}
+        return named, histograms, stage, line
 
-    @staticmethod
-    def _arm(arm: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "calculations": arm["calculations"], "error_rate": _frac(arm["error_rate_pct"]),
-            "fallback_rate": _frac(arm["fallback_rate_pct"]), "p95_ms": arm["p95_ms"], "p99_ms": arm["p99_ms"],
-            "avg_ms": arm["avg_ms"], "users": arm["users"], "conversions": arm["converted_users"],
-            "latency_bins": arm["latency_bins"],
-        }
+    def alert_values(self, name: str, flags: Mapping[str, Any], now: float) -> dict[str, Value]:
+        """The catalogue's values over the alert window (None where there is no data)."""
+        window = self.metric_store.window(name, self.alert_window_s, now)
+        facts = Facts(window, percentage=float(flags[PERCENTAGE]), minimums=self.minimums)
+        return values(facts, probes=self._probes(window))
 
-    @staticmethod
-    def _shadow(shadow: Mapping[str, Any], v1: Mapping[str, Any]) -> dict[str, Any]:
-        classes = shadow["by_agreement"]
-        runs = shadow["compared"] + shadow["timeouts"]
-        failed = classes.get("v2_error", 0) + shadow["timeouts"]
-        return {
-            "runs": runs, "unhandled": classes.get("v2_error", 0),
-            "completion_rate": (runs - failed) / runs if runs else None,
-            "fallback_rate": classes.get("fallback", 0) / runs if runs else None,
-            "compared": sum(classes.get(c, 0) for c in ("EXACT", "CLOSE", "MODERATE")),
-            "agreement_rate": _frac(shadow["agreement_rate_pct"]),
-            "v2_p95_ms": shadow["p95_ms"], "v1_p95_ms": v1["p95_ms"],
-            "v2_latency_bins": shadow["latency_bins"],
-        }
-
-    def alert_metrics(self, name: str, flags: Mapping[str, Any], now: float) -> dict[str, float | None]:
-        """The alert rules' metrics over the alert window (None where there is no data)."""
-        m = self.metric_store.window(name, self.alert_window_s, now)
-        v1, v2, shadow = m["arms"]["v1"], m["arms"]["v2"], m["shadow"]["v2"]
-
-        def conversion(arm: Mapping[str, Any]) -> float | None:
-            return arm["conversion_rate_pct"] if arm["users"] >= self.min_users else None
-
-        values: dict[str, float | None] = {
-            "v2_error_rate_pct": v2["error_rate_pct"], "v2_fallback_rate_pct": v2["fallback_rate_pct"],
-            "v2_p95_ms": v2["p95_ms"], "v2_p99_ms": v2["p99_ms"], "v2_avg_ms": v2["avg_ms"],
-            "v2_conversion_rate_pct": conversion(v2), "v1_conversion_rate_pct": conversion(v1),
-            "db_connection_failures": float(m["db_errors"]), "v2_unhandled_exceptions": float(v2["unhandled"]),
-            "v2_calculations_per_min": v2["per_min"], "v1_calculations_per_min": v1["per_min"],
-            "v2_timeouts_pct": v2["slow_pct"], "agreement_rate_pct": shadow["agreement_rate_pct"],
-            "v2_rollout_percentage": float(flags[PERCENTAGE]),
-        }
-        for probe, value in m["probes"].items():
-            values[probe] = value
-        for probe in self.probes:
-            values.setdefault(probe, None)
-        return values
+    def _probes(self, window: Mapping[str, Any]) -> dict[str, float | None]:
+        """Every declared probe (no data until sampled), then whatever the host's probes sampled."""
+        return {**{probe: None for probe in self.runbook.probes}, **window["probes"]}
 
     # -- gate -------------------------------------------------------------------------------
-    def gate(self, name: str, now: float) -> dict[str, Any]:
+    def gate(self, name: str, now: float) -> GateReport:
         """The current gate's decision with every criterion, plus the rollback matrix."""
         stage, decision, matrix, line = self._decide(name, self.store.read_fresh(name).values, now)
         return gate_report(name, stage, decision, matrix, line, next_stage(stage, self.stages))
@@ -229,11 +182,10 @@ class Evaluator:
         self, name: str, flags: Mapping[str, Any], now: float
     ) -> tuple[Stage, GateDecision, Decision, dict[str, Any]]:
         """The stage, its gate's decision, the rollback matrix's verdict, and the stage's timeline."""
-        view, stage, line = self.view(name, flags, now)
-        decision = evaluate_gate(gate_for(stage.name, self.gates), view, now_in_stage_s=now - line["entered_at"],
-                                 stages=self.stages)
-        matrix = rollback_decision(stage, **matrix_signals(
-            view, min_calculations=self.min_calculations, min_users=self.min_users))
+        named, histograms, stage, line = self.stage_values(name, flags, now)
+        decision = evaluate_gate(gate_for(stage.name, self.gates), named, now_in_stage_s=now - line["entered_at"],
+                                 stages=self.stages, histograms=histograms)
+        matrix = rollback_decision(matrix_for(stage, self.runbook.matrices), named)
         return stage, decision, matrix, line
 
     # -- manual checks -------------------------------------------------------------------------
@@ -245,7 +197,7 @@ class Evaluator:
             rows = conn.execute(query).all()
         out: dict[str, dict[str, Any]] = {}
         for check, passed, actor, note, created in rows:
-            at = (created if created.tzinfo else created.replace(tzinfo=timezone.utc)).timestamp()
+            at = (created if created.tzinfo else created.replace(tzinfo=UTC)).timestamp()
             if since is None or at >= since:
                 out[check] = {"passed": bool(passed), "actor": actor, "note": note, "at": at}
         return out
@@ -254,17 +206,20 @@ class Evaluator:
         """The latest verdict of each manual check (recorded since ``since``)."""
         return {k: v["passed"] for k, v in self.manual_records(name, since=since).items()}
 
-    def record_check(self, name: str, check: str, passed: bool, *, actor: str, note: str | None = None) -> dict[str, Any]:
+    def record_check(
+        self, name: str, check: str, passed: bool, *, actor: str, note: str | None = None,
+    ) -> dict[str, Any]:
         """Record a manual gate criterion with who and when; bad input is a ``FlagError`` naming its field."""
-        if check not in MANUAL_CHECKS:
-            raise FlagError(f"unknown check {check!r}; manual checks: {', '.join(MANUAL_CHECKS)}", field="check")
+        if check not in self.manual_checks:
+            known = ", ".join(self.manual_checks)
+            raise FlagError(f"unknown check {check!r}; manual checks: {known}", field="check")
         if not isinstance(passed, bool):
             raise FlagError(f"passed must be true or false, got {passed!r}", field="passed")
         if not isinstance(actor, str) or not actor.strip():
             raise FlagError("actor is required", field="actor")
         if note is not None and (not isinstance(note, str) or len(note) > 2000):
             raise FlagError("note must be a string of at most 2000 characters", field="note")
-        created = datetime.fromtimestamp(self.clock(), timezone.utc)
+        created = datetime.fromtimestamp(self.clock(), UTC)
         row = {"rollout": name, "check": check, "passed": int(passed), "actor": actor, "note": note,
                "created_at": created}
         with self._engine().begin() as conn:
@@ -276,7 +231,7 @@ class Evaluator:
         stage = self.stage_of(self.store.read_fresh(name).values)
         recorded = self.manual_records(name, since=self.timeline(name, stage, self.clock())["entered_at"])
         return [{"check": key, "description": text, "passed": None, "actor": None, "note": None, "at": None,
-                 **recorded.get(key, {})} for key, text in MANUAL_CHECKS.items()]
+                 **recorded.get(key, {})} for key, text in self.manual_checks.items()]
 
     # -- evaluation -----------------------------------------------------------------------------
     def maybe_run(self) -> None:
@@ -315,13 +270,13 @@ class Evaluator:
                 "autopilot": action}
 
     def _alerts(self, name: str, flags: Mapping[str, Any], now: float) -> list[Transition]:
-        values = self.alert_metrics(name, flags, now)
+        named = self.alert_values(name, flags, now)
         t = alert_state_table.c
         with self._engine().connect() as conn:
             stored = {rule: RuleState(**json.loads(data)) for rule, data in conn.execute(
                 select(t.rule, t.data).where(t.rollout == name)).all()}
         states = dict(stored)
-        transitions = evaluate(self.rules, values, now, states)
+        transitions = evaluate(self.rules, named, now, states)
         with self._engine().begin() as conn:
             for rule, st in states.items():
                 row = {"status": st.status, "data": json.dumps(dataclasses.asdict(st)), "updated_at": now}
@@ -332,7 +287,7 @@ class Evaluator:
             for tr in transitions:
                 conn.execute(insert(alert_events_table).values(
                     rollout=name, rule=tr.rule.name, severity=tr.rule.severity, event=tr.kind,
-                    value=_first_value(tr), detail=json.dumps(tr.values), at=tr.at))
+                    value=_first_value(tr), detail=json.dumps(_plain(tr.values)), at=tr.at))
         return transitions
 
     def _announce(self, name: str, t: Transition) -> None:
@@ -344,7 +299,7 @@ class Evaluator:
             self.jsonlog.write({"event": f"alert_{t.kind}", "level": "WARNING" if t.kind == "fired" else "INFO",
                                       **payload})
         signal = signals.alert_fired if t.kind == "fired" else signals.alert_resolved
-        signal.send(app, rollout=name, rule=t.rule.name, severity=t.rule.severity, values=dict(t.values),
+        signal.send(app, rollout=name, rule=t.rule.name, severity=t.rule.severity, values=_plain(t.values),
                     action=t.rule.action, description=t.rule.description)
         self.notifications.route({"event": f"alert_{t.kind}", **payload}, t.rule.notify)
 
@@ -354,7 +309,7 @@ class Evaluator:
         try:
             made = self.flags.set_flags(
                 name, {PERCENTAGE: 0}, actor=AUTO_ROLLBACK_ACTOR,
-                reason=f"{t.rule.name} ({t.rule.severity}): {_values_text(t.values)}",
+                reason=f"{t.rule.name} ({t.rule.severity}): {_values_text(_plain(t.values))}",
                 expected_version=snap.version,
             )
         except ConflictError:
@@ -405,7 +360,7 @@ class Evaluator:
         out = []
         for rollout, rule_name, data in rows:
             st = RuleState(**json.loads(data))
-            rule = self.rules[rule_name] if rule_name in {r.name for r in self.rules} else None
+            rule = self.rules[rule_name] if rule_name in self.rules else None
             out.append({
                 "rollout": rollout, "rule": rule_name, "state": st.status, "since": st.since,
                 "fired_at": st.fired_at, "severity": rule.severity if rule else None,
@@ -425,9 +380,46 @@ class Evaluator:
         return [{**dict(r), "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
 
 
-def gate_report(name: str, stage: Stage, decision: GateDecision, matrix: Decision, line: Mapping[str, Any],
-                upcoming: Stage | None) -> dict[str, Any]:
+class CriterionReport(TypedDict):
+    name: str
+    kind: str
+    description: str
+    value: float | None
+    threshold: str | None
+    verdict: str
+    sample: float | None
+    detail: str
+
+
+class MatrixReport(TypedDict):
+    severity: str
+    action: str
+    target_percentage: float | None
+    signals: list[str]
+
+
+class GateReport(TypedDict):
     """A gate decision as plain JSON-able data (API, CLI, dashboard)."""
+
+    rollout: str
+    stage: str
+    from_stage: str
+    to_stage: str | None
+    gate: str
+    decision: str
+    reasons: list[str]
+    shoulds: dict[str, int]
+    elapsed_s: float
+    min_duration_s: float
+    entered_at: float
+    criteria: list[CriterionReport]
+    latency_test: dict[str, Any] | None
+    matrix: MatrixReport
+
+
+def gate_report(name: str, stage: Stage, decision: GateDecision, matrix: Decision, line: Mapping[str, Any],
+                upcoming: Stage | None) -> GateReport:
+    """A gate decision as plain JSON-able data; a criterion's threshold is its condition."""
     return {
         "rollout": name,
         "stage": stage.name,
@@ -443,8 +435,8 @@ def gate_report(name: str, stage: Stage, decision: GateDecision, matrix: Decisio
         "criteria": [
             {
                 "name": r.criterion.name, "kind": r.criterion.kind, "description": r.criterion.description,
-                "value": r.value, "threshold": _threshold_text(r.criterion), "verdict": r.verdict,
-                "sample": r.sample, "detail": r.detail,
+                "value": r.value, "threshold": None if r.criterion.manual else r.criterion.condition.text,
+                "verdict": r.verdict, "sample": r.sample, "detail": r.detail,
             }
             for r in decision.results
         ],
@@ -454,13 +446,9 @@ def gate_report(name: str, stage: Stage, decision: GateDecision, matrix: Decisio
     }
 
 
-def _threshold_text(criterion: Any) -> str | None:
-    if criterion.threshold is None:
-        return None if criterion.comparison in ("is_true", "is_false") else criterion.comparison
-    if isinstance(criterion.threshold, tuple):
-        low, high = criterion.threshold
-        return f"{criterion.comparison} {low:g}–{high:g}"
-    return f"{criterion.comparison} {criterion.threshold:g}"
+def _plain(values: Mapping[str, Value]) -> dict[str, float | bool | None]:
+    """Values as JSON numbers: an interval as its point estimate."""
+    return {k: v.point if isinstance(v, Interval) else v for k, v in values.items()}
 
 
 def _first_value(t: Transition) -> float | None:
@@ -475,5 +463,5 @@ def _values_text(values: Mapping[str, Any]) -> str:
 
 
 def _transition_dict(t: Transition) -> dict[str, Any]:
-    return {"rule": t.rule.name, "severity": t.rule.severity, "kind": t.kind, "at": t.at, "values": dict(t.values),
+    return {"rule": t.rule.name, "severity": t.rule.severity, "kind": t.kind, "at": t.at, "values": _plain(t.values),
             "description": t.rule.description, "action": t.rule.action, "notify": list(t.rule.notify)}

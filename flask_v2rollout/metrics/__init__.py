@@ -1,1 +1,1 @@
-"""Counting calculations per process and merging them in SQL."""
+"""Counting calculations per process, merging them in SQL, and the catalogue of metrics the rules read."""

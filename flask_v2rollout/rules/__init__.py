@@ -1,1 +1,1 @@
-"""The runbook as data: the condition grammar, alert rules, gates and rollback matrices (pure)."""
+"""The runbook as data: the condition grammar, alert rules, gates, rollback matrices and their loader (pure)."""

@@ -1,0 +1,311 @@
+"""Every metric the rules can read, declared once: name, unit, description, arm, and how it is computed.
+
+Alert rules, gate criteria and rollback-matrix rows are conditions over these
+names (``rules/conditions.py``), in these units: percent 0–100 for ``*_pct``,
+milliseconds for ``*_ms``, plain numbers for counts and ratios. The evaluator
+turns one window of the metric store into one :class:`Facts` and then into one
+named-values mapping with :func:`values` — the alert window for alerts, the
+current stage's window for gates and matrices. Adding a metric is one
+:class:`Metric` entry in :data:`CATALOGUE`.
+
+Missing data is ``None``, never zero: a rate over no calls, a stage without a
+previous stage, a manual check nobody recorded.
+
+Samples and minimums. A metric may name its **sample** (the count it was
+measured on) and the **minimum** that sample must reach before a gate or a
+matrix acts on it: ``"calculations"`` (``V2ROLLOUT_GATE_MIN_CALCULATIONS``,
+default 200) or ``"users"`` (``V2ROLLOUT_GATE_MIN_USERS``, default 100, per
+arm). Alerts read the values as they are, except conversion rates, which are
+no data below the users minimum in every window (a rate over a handful of users
+is noise, not a measurement).
+
+Statistical metrics. ``v2_vs_v1_conversion_pct`` is v2's conversion rate as a
+percentage of v1's, carried as an :class:`~flask_v2rollout.rules.conditions.Interval`
+(the one-sided 95 % bounds of the ratio, and the observed ratio as its point).
+Compared with a number it is true only when the whole interval satisfies the
+comparison, false only when the whole interval violates it, unknown otherwise:
+``>= 95%`` passes when the lower bound reaches 95 % and fails when the upper
+bound is below it (the runbook's "conversion ≥ 95 % of v1"), and a matrix row
+``< 80%`` fires only when the upper bound is below 80 % (a drop beyond the
+noise). ``v2_vs_v1_conversion_observed_pct`` is the point ratio, for the
+blocker "conversion < 90 % of v1". The bounds come from one seam,
+:func:`conversion_interval`, which a later change replaces with anytime-valid
+confidence sequences.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..rules.conditions import COUNT, MS, PERCENT, Interval, Unit, Value
+from ..rules.gates import CHECK_PREFIX
+from ..stats import proportion_ratio_test
+
+Arm = Literal["v1", "v2", "shadow", "both", "rollout"]
+MinimumName = Literal["calculations", "users"]
+Minimums = Mapping[MinimumName, float]
+#: the minimum samples when the host configures none (``V2ROLLOUT_GATE_MIN_*``)
+DEFAULT_MINIMUMS: Minimums = {"calculations": 200, "users": 100}
+#: p95 regressions against the previous stage are measured on at least this many ms,
+#: so sub-millisecond jitter never reads as "worse at 50 %".
+P95_FLOOR_MS = 100.0
+
+
+@dataclass(frozen=True)
+class Facts:
+    """One window as the catalogue reads it.
+
+    ``window`` is :meth:`MetricStore.window`'s summary; the rest is known only
+    for a stage window (None elsewhere): the previous stage's v2 arm, audited
+    rollbacks and CRITICAL alerts in the stage, monitoring health, the offline
+    validation's fractions. Manual checks and probes are named values of their own.
+    """
+
+    window: Mapping[str, Any]
+    percentage: float | None = None
+    previous_v2: Mapping[str, Any] | None = None
+    rollbacks: int | None = None
+    critical_incidents: int | None = None
+    monitoring_ok: bool | None = None
+    offline: Mapping[str, float] = field(default_factory=dict)
+    minimums: Minimums = field(default_factory=lambda: dict(DEFAULT_MINIMUMS))
+
+    def arm(self, name: str) -> Mapping[str, Any]:
+        arms: Mapping[str, Mapping[str, Any]] = self.window.get("arms", {})
+        return arms.get(name, {})
+
+    @property
+    def shadow(self) -> Mapping[str, Any]:
+        shadow: Mapping[str, Mapping[str, Any]] = self.window.get("shadow", {})
+        return shadow.get("v2", {})
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The count a metric is measured on and the minimum it must reach before a gate or matrix uses it."""
+
+    metric: str
+    minimum: MinimumName
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: Unit
+    arm: Arm
+    description: str
+    compute: Callable[[Facts], Value]
+    #: short label for matrix signals and the dashboard
+    label: str = ""
+    sample: Sample | None = None
+    interval: bool = False
+
+
+# --------------------------------------------------------------------------- computations
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None or isinstance(value, bool) else float(value)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b is not None and b > 0 else None
+
+
+def _field(arm: str, key: str) -> Callable[[Facts], Value]:
+    return lambda f: _num(f.arm(arm).get(key))
+
+
+def _conversion_rate(arm: str) -> Callable[[Facts], Value]:
+    def compute(f: Facts) -> Value:
+        users = f.arm(arm).get("users") or 0
+        return _num(f.arm(arm).get("conversion_rate_pct")) if users >= f.minimums["users"] else None
+    return compute
+
+
+def conversion_interval(conv_b: float, n_b: float, conv_a: float, n_a: float) -> Interval | None:
+    """v2's (b) conversion rate as a percentage of v1's (a), with its bounds; None when it cannot be bounded.
+
+    The single source of the interval every conversion criterion and matrix row reads
+    (today Katz's log-ratio bounds, one-sided 95 %).
+    """
+    try:
+        test = proportion_ratio_test(conv_b, n_b, conv_a, n_a)
+    except ValueError:
+        return None
+    if test.lower is None or test.upper is None:
+        return None
+    return Interval(test.lower * 100, test.upper * 100, None if test.ratio is None else test.ratio * 100)
+
+
+def _counts(f: Facts) -> tuple[float, float, float, float] | None:
+    v2, v1 = f.arm("v2"), f.arm("v1")
+    counts = [_num(arm.get(key)) for arm in (v2, v1) for key in ("converted_users", "users")]
+    if any(c is None for c in counts):
+        return None
+    conv_b, n_b, conv_a, n_a = (float(c or 0) for c in counts)
+    return conv_b, n_b, conv_a, n_a
+
+
+def _conversion_vs_v1(f: Facts) -> Value:
+    counts = _counts(f)
+    return None if counts is None else conversion_interval(*counts)
+
+
+def _conversion_observed(f: Facts) -> Value:
+    counts = _counts(f)
+    if counts is None or not 0 <= counts[0] <= counts[1] or not 0 <= counts[2] <= counts[3]:
+        return None
+    ratio = _ratio(_ratio(counts[0], counts[1]), _ratio(counts[2], counts[3]))
+    return None if ratio is None else ratio * 100
+
+
+def _users_per_arm(f: Facts) -> Value:
+    users = [_num(f.arm(a).get("users")) for a in ("v2", "v1")]
+    return min(u for u in users if u is not None) if all(u is not None for u in users) else None
+
+
+def _shadow_runs(f: Facts) -> float | None:
+    s = f.shadow
+    return None if not s else float(s.get("compared", 0) + s.get("timeouts", 0))
+
+
+def _shadow_class_pct(*classes: str, timeouts: bool = False) -> Callable[[Facts], float | None]:
+    def compute(f: Facts) -> float | None:
+        runs = _shadow_runs(f)
+        if not runs:
+            return None
+        by = f.shadow.get("by_agreement", {})
+        count = sum(by.get(c, 0) for c in classes) + (f.shadow.get("timeouts", 0) if timeouts else 0)
+        return float(count / runs * 100)
+    return compute
+
+
+def _shadow_completion(f: Facts) -> Value:
+    failed = _shadow_class_pct("v2_error", timeouts=True)(f)
+    return None if failed is None else 100.0 - failed
+
+
+def _shadow_numeric(f: Facts) -> Value:
+    by = f.shadow.get("by_agreement", {})
+    return float(sum(by.get(c, 0) for c in ("EXACT", "CLOSE", "MODERATE"))) if f.shadow else None
+
+
+def _offline_gap(f: Facts) -> Value:
+    """The larger gap, in points, between the shadow's agreement/fallback and the offline validation's."""
+    shadow = {"agreement_rate": _num(f.shadow.get("agreement_rate_pct")),
+              "fallback_rate": _shadow_class_pct("fallback")(f)}
+    gaps = [abs(value - f.offline[key] * 100) for key, value in shadow.items()
+            if isinstance(value, float) and key in f.offline]
+    return max(gaps) if gaps else None
+
+
+def _previous(key: str) -> Callable[[Facts], float | None]:
+    return lambda f: None if f.previous_v2 is None else _num(f.previous_v2.get(key))
+
+
+def _p95_vs_previous(f: Facts) -> Value:
+    previous = _previous("p95_ms")(f)
+    return _ratio(_num(f.arm("v2").get("p95_ms")), None if previous is None else max(previous, P95_FLOOR_MS))
+
+
+def _fallback_change(f: Facts) -> Value:
+    now, before = _num(f.arm("v2").get("fallback_rate_pct")), _previous("fallback_rate_pct")(f)
+    return now - before if now is not None and before is not None else None
+
+
+def _flag(value: bool | None) -> float | None:
+    return None if value is None else float(value)
+
+
+CALCS = Sample("v2_calculations", "calculations")
+RUNS = Sample("shadow_runs", "calculations")
+USERS = Sample("conversion_users_per_arm", "users")
+
+
+def _arm_metrics(arm: Literal["v1", "v2"], sample: Sample | None) -> list[Metric]:
+    served = "users assigned v2 (fallbacks included)" if arm == "v2" else "users assigned v1 (the control)"
+    return [
+        Metric(f"{arm}_calculations", COUNT, arm, f"calculations served to {served}",
+               _field(arm, "calculations"), f"{arm} calculations"),
+        Metric(f"{arm}_calculations_per_min", COUNT, arm, f"calculations per minute for {served}",
+               _field(arm, "per_min"), f"{arm} calculations/min"),
+        Metric(f"{arm}_error_rate_pct", PERCENT, arm, f"share of {arm} calculations that raised an error",
+               _field(arm, "error_rate_pct"), "error rate", sample),
+        Metric(f"{arm}_fallback_rate_pct", PERCENT, arm, f"share of {arm} calls served by v1 instead",
+               _field(arm, "fallback_rate_pct"), "fallback", sample),
+        Metric(f"{arm}_avg_ms", MS, arm, f"mean {arm} duration", _field(arm, "avg_ms"), "mean time", sample),
+        Metric(f"{arm}_p95_ms", MS, arm, f"95th percentile {arm} duration", _field(arm, "p95_ms"), "p95", sample),
+        Metric(f"{arm}_p99_ms", MS, arm, f"99th percentile {arm} duration", _field(arm, "p99_ms"), "p99", sample),
+        Metric(f"{arm}_users", COUNT, arm, f"distinct {served}", _field(arm, "users"), f"{arm} users"),
+        Metric(f"{arm}_conversion_rate_pct", PERCENT, arm,
+               f"share of {arm} users who converted (no data below the users minimum)",
+               _conversion_rate(arm), f"{arm} conversion"),
+    ]
+
+
+CATALOGUE: tuple[Metric, ...] = (
+    *_arm_metrics("v2", CALCS),
+    Metric("v2_unhandled_exceptions", COUNT, "v2", "v2 calls that raised something other than Fallback",
+           _field("v2", "unhandled"), "unhandled"),
+    Metric("v2_timeouts_pct", PERCENT, "v2", "share of v2 calls slower than V2ROLLOUT_SLOW_CALL_MS",
+           _field("v2", "slow_pct"), "slow calls"),
+    *_arm_metrics("v1", None),
+    Metric("conversion_users_per_arm", COUNT, "both", "users in the smaller arm: the conversion sample",
+           _users_per_arm, "users per arm"),
+    Metric("v2_vs_v1_conversion_pct", PERCENT, "both",
+           "v2 conversion as a percentage of v1's, with its 95 % confidence bounds (an interval)",
+           _conversion_vs_v1, "conversion vs v1", USERS, interval=True),
+    Metric("v2_vs_v1_conversion_observed_pct", PERCENT, "both", "v2 conversion as a percentage of v1's, observed",
+           _conversion_observed, "conversion vs v1", USERS),
+    Metric("shadow_runs", COUNT, "shadow", "shadow runs of v2 that finished or timed out", _shadow_runs,
+           "shadow runs"),
+    Metric("shadow_unhandled", COUNT, "shadow", "shadow runs where v2 raised something other than Fallback",
+           lambda f: _num(f.shadow.get("by_agreement", {}).get("v2_error", 0)) if f.shadow else None,
+           "shadow unhandled", RUNS),
+    Metric("shadow_completion_pct", PERCENT, "shadow", "share of shadow runs that returned a value or fell back",
+           _shadow_completion, "shadow completion", RUNS),
+    Metric("shadow_fallback_rate_pct", PERCENT, "shadow", "share of shadow runs where v2 fell back",
+           _shadow_class_pct("fallback"), "shadow fallback", RUNS),
+    Metric("shadow_compared", COUNT, "shadow", "shadow runs whose value was compared with v1's", _shadow_numeric,
+           "compared"),
+    Metric("shadow_agreement_rate_pct", PERCENT, "shadow", "share of compared shadow runs EXACT or CLOSE to v1",
+           lambda f: _num(f.shadow.get("agreement_rate_pct")), "agreement",
+           Sample("shadow_compared", "calculations")),
+    Metric("shadow_p95_ms", MS, "shadow", "95th percentile duration of v2 in the shadow",
+           lambda f: _num(f.shadow.get("p95_ms")), "shadow p95", RUNS),
+    Metric("shadow_offline_gap_pct", PERCENT, "shadow",
+           "largest gap, in points, between shadow agreement/fallback and the offline validation",
+           _offline_gap, "offline gap", RUNS),
+    Metric("v2_p95_vs_previous_stage", COUNT, "v2",
+           f"v2 p95 divided by the previous stage's (floored at {P95_FLOOR_MS:g} ms)", _p95_vs_previous,
+           "p95 vs previous stage", CALCS),
+    Metric("v2_avg_ms_vs_previous_stage", COUNT, "v2", "v2 mean time divided by the previous stage's",
+           lambda f: _ratio(_num(f.arm("v2").get("avg_ms")), _previous("avg_ms")(f)), "mean time vs previous stage",
+           CALCS),
+    Metric("v2_fallback_rate_change_pct", PERCENT, "v2", "v2 fallback rate minus the previous stage's, in points",
+           _fallback_change, "fallback change", CALCS),
+    Metric("db_connection_failures", COUNT, "rollout", "database connection failures",
+           lambda f: _num(f.window.get("db_errors")), "db failures"),
+    Metric("rollbacks_in_stage", COUNT, "rollout", "audited rollbacks since the stage began",
+           lambda f: _num(f.rollbacks), "rollbacks"),
+    Metric("critical_incidents_in_stage", COUNT, "rollout", "CRITICAL alerts fired since the stage began",
+           lambda f: _num(f.critical_incidents), "critical incidents"),
+    Metric("monitoring_ok", COUNT, "rollout", "1 when logs are written and metrics flush, else 0",
+           lambda f: _flag(f.monitoring_ok), "monitoring"),
+    Metric("v2_rollout_percentage", PERCENT, "rollout", "share of users served v2",
+           lambda f: f.percentage, "percentage"),
+)
+BY_NAME: Mapping[str, Metric] = {m.name: m for m in CATALOGUE}
+UNITS: Mapping[str, Unit] = {m.name: m.unit for m in CATALOGUE}
+INTERVALS: frozenset[str] = frozenset(m.name for m in CATALOGUE if m.interval)
+
+
+def values(facts: Facts, *, probes: Mapping[str, float | None] | None = None,
+           checks: Mapping[str, bool | None] | None = None) -> dict[str, Value]:
+    """The named values of one window: every catalogue metric, then probes and manual checks (``check_<key>``)."""
+    out: dict[str, Value] = {m.name: m.compute(facts) for m in CATALOGUE}
+    out.update(probes or {})
+    out.update({CHECK_PREFIX + key: _flag(passed) for key, passed in (checks or {}).items()})
+    return out
