@@ -48,5 +48,14 @@ class ConflictError(RolloutError):
         self.actual = actual
 
 
+class StaleDecisionError(ConflictError):
+    """A decision was made on flags that changed before it could be written (an advance after its gate)."""
+
+    def __init__(self, rollout: str, expected: int | None, actual: int | None, what: str = "the gate") -> None:
+        super().__init__(rollout, expected, actual)
+        RolloutError.__init__(self, f"the rollout changed since {what} was read (flags version {expected}, "
+                                    f"now {actual}); read {what} again")
+
+
 class GateError(RolloutError):
     """The gate does not allow the requested move (not GO); nothing was changed."""

@@ -18,7 +18,7 @@ from .binding import Binding
 from .compare import Comparator, Extractor
 from .decisions.evaluator import GateReport
 from .dispatch import Calculator, Outcome
-from .errors import GateError, RolloutError
+from .errors import ConflictError, GateError, RolloutError, StaleDecisionError
 from .flags import FLAG_NAMES, PERCENTAGE, SHADOW, FlagChange
 from .metrics.recorder import parse_window
 from .metrics.store import Minute, Window
@@ -282,7 +282,11 @@ class V2Rollout:
         }
 
     def advance(self, name: str, *, actor: str, reason: str | None = None) -> list[FlagChange]:
-        """Move to the next stage when its gate says GO (audited); else ``GateError``."""
+        """Move to the next stage when its gate says GO (audited); else ``GateError``.
+
+        The write is conditional on the flags version the gate was read at: if anything
+        changed in between (an emergency rollback), ``StaleDecisionError`` and nothing moves.
+        """
         gate = self.gate(name)
         if gate["decision"] != "GO":
             why = "; ".join(gate["reasons"][:3]) or "see the gate"
@@ -290,8 +294,11 @@ class V2Rollout:
         if gate["to_stage"] is None:
             raise GateError(f"{name} is at the last stage ({gate['stage']})")
         stage = next(s for s in self._runtime().evaluator.stages if s.name == gate["to_stage"])
-        return self.set_flags(name, {PERCENTAGE: stage.percentage, SHADOW: stage.shadow}, actor=actor,
-                              reason=reason or f"gate {gate['gate']} GO")
+        try:
+            return self.set_flags(name, {PERCENTAGE: stage.percentage, SHADOW: stage.shadow}, actor=actor,
+                                  reason=reason or f"gate {gate['gate']} GO", expected_version=gate["flag_version"])
+        except ConflictError as exc:  # a rollback (or any change) landed after the gate was read
+            raise StaleDecisionError(name, gate["flag_version"], exc.actual) from None
 
     def evaluate(self) -> dict[str, Any] | None:
         """Evaluate alerts, auto-rollback and autopilot now (None: another process holds the lease)."""

@@ -437,6 +437,10 @@ def _iso(value: datetime) -> str:
     return _aware(value).isoformat()
 
 
+#: how often a rollback re-reads and retries before giving up on a storm of concurrent writes
+ROLLBACK_ATTEMPTS = 50
+
+
 class FlagService:
     """The one way flags are written: validated, audited, then signalled.
 
@@ -462,20 +466,30 @@ class FlagService:
             )
         return made
 
-    def rollback(
-        self, name: str, target: float = 0, *, actor: str, reason: str | None = None,
-        expected_version: int | None = None,
-    ) -> list[FlagChange]:
-        """Lower the percentage to ``target``; a target above the current percentage is refused."""
-        current = self.store.read_fresh(name)
+    def rollback(self, name: str, target: float = 0, *, actor: str, reason: str | None = None) -> list[FlagChange]:
+        """Lower the percentage to ``target``; a rollback always wins.
+
+        A target above the current percentage is refused (a rollback never raises it).
+        Each write is conditional on the version just read; a concurrent change makes it
+        read again and lower whatever is there now, until it lands — or until the
+        percentage is already at or below the target (someone else rolled back further).
+        """
         try:
             checked = validate_flags({PERCENTAGE: target})[PERCENTAGE]
         except FlagError as exc:
             raise FlagError(str(exc), field="target") from None
+        current = self.store.read_fresh(name)
         if checked > current.percentage:
             raise FlagError(
                 f"rollback target {checked:g} is above the current percentage {current.percentage:g}",
                 field="target",
             )
-        return self.set_flags(name, {PERCENTAGE: checked}, actor=actor, reason=reason,
-                              expected_version=expected_version)
+        for _ in range(ROLLBACK_ATTEMPTS):
+            if current.percentage <= checked:
+                return []
+            try:
+                return self.set_flags(name, {PERCENTAGE: checked}, actor=actor, reason=reason,
+                                      expected_version=current.version)
+            except ConflictError:
+                current = self.store.read_fresh(name)
+        raise ConflictError(name, current.version, None)

@@ -165,6 +165,8 @@ class Settings:
         _optional_text, None,
         "the host's runbook overlay (YAML) over the packaged rules/runbook.yaml: alert rules, gate criteria, "
         "stage durations, matrix rows, probes, manual checks; a broken file stops init_app")
+    alert_min_calculations: int = _key(
+        _integer(0), 20, "v2 calculations an alert rule's rates need in the alert window (a rule's min_sample wins)")
     alert_window_s: int = _key(_integer(1), 300, "seconds the alert metrics are computed over")
     evaluate_every_s: float = _key(SECONDS, 30.0, "seconds between evaluations (after a flush, under a lease)")
     lease_s: float = _key(_number(0.001, what="a number of seconds"), 30.0, "seconds the evaluation lease is held")

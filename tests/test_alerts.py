@@ -9,7 +9,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flask_v2rollout.rules.alerts import RuleSet, RuleState, evaluate, parse_rules
+from flask_v2rollout.rules.alerts import RuleSet, RuleState, evaluate, parse_rules, rearm
 from flask_v2rollout.rules.conditions import AlertRuleError, parse_condition
 from flask_v2rollout.rules.runbook import load_runbook
 
@@ -47,7 +47,7 @@ QUIET = {
     "v2_conversion_rate_pct": 10.0, "v1_conversion_rate_pct": 10.0, "db_connection_failures": 0,
     "v2_unhandled_exceptions": 0, "data_source_age_hours": 6.0, "v2_data_coverage_pct": 88.0,
     "v2_calculations_per_min": 120.0, "v1_calculations_per_min": 1_080.0, "v2_timeouts_pct": 0.1,
-    "shadow_agreement_rate_pct": 78.0, "v2_rollout_percentage": 10.0,
+    "shadow_agreement_rate_pct": 78.0, "v2_rollout_percentage": 10.0, "v2_calculations": 600.0,
 }
 # For each rule: a window that crosses it, and every rule that window fires (overlapping thresholds).
 CROSSINGS = {
@@ -181,7 +181,7 @@ def test_keep_firing_for_holds_a_firing_rule_until_clear_that_long() -> None:
     assert [t.kind for t in evaluate(rules, slow, 840.0, states)] == ["fired"]
 
 
-def test_no_data_breaks_pending_but_never_resolves_a_firing_rule() -> None:
+def test_no_data_breaks_pending_and_resolves_a_firing_rule_as_no_data() -> None:
     rules = one_rule("v2_p95_ms > 500ms for 1m")
     states: dict[str, RuleState] = {}
     evaluate(rules, {"v2_p95_ms": 900.0}, 0.0, states)
@@ -189,9 +189,44 @@ def test_no_data_breaks_pending_but_never_resolves_a_firing_rule() -> None:
     assert states["r"].status == "inactive" and states["r"].no_data
     evaluate(rules, {"v2_p95_ms": 900.0}, 40.0, states)
     assert [t.kind for t in evaluate(rules, {"v2_p95_ms": 900.0}, 100.0, states)] == ["fired"]
-    assert evaluate(rules, {}, 160.0, states) == []
-    assert states["r"].status == "firing" and states["r"].no_data
-    assert [t.kind for t in evaluate(rules, {"v2_p95_ms": 100.0}, 220.0, states)] == ["resolved"]
+    resolved = evaluate(rules, {}, 160.0, states)  # never "firing" on nothing
+    assert [(t.kind, t.note) for t in resolved] == [("resolved", "no data")]
+    assert states["r"].status == "resolved" and states["r"].no_data
+
+
+def test_keep_firing_for_holds_a_firing_rule_through_a_gap_in_the_data() -> None:
+    rules = parse_rules(dump(rule_yaml("v2_p95_ms > 500ms") | {"keep_firing_for": "2m"}), DEFAULT_METRICS)
+    states: dict[str, RuleState] = {}
+    assert [t.kind for t in evaluate(rules, {"v2_p95_ms": 900.0}, 0.0, states)] == ["fired"]
+    assert evaluate(rules, {}, 60.0, states) == [] and states["r"].status == "firing"
+    assert evaluate(rules, {"v2_p95_ms": 900.0}, 90.0, states) == []  # back: the hold starts over
+    assert evaluate(rules, {}, 150.0, states) == []
+    assert [(t.kind, t.note) for t in evaluate(rules, {}, 270.0, states)] == [("resolved", "no data")]
+
+
+def test_a_rule_is_not_judged_below_its_minimum_sample() -> None:
+    rules = default_rules()
+    states: dict[str, RuleState] = {}
+    few = QUIET | {"v2_error_rate_pct": 50.0, "v2_calculations": 4.0}  # 2 errors in 4 calls
+    assert evaluate(rules, few, 0.0, states) == []
+    assert states["v2_very_high_error_rate"].no_data
+    enough = few | {"v2_calculations": 20.0}
+    assert "v2_very_high_error_rate" in {t.rule.name for t in evaluate(rules, enough, 30.0, states)}
+    own = parse_rules(dump(rule_yaml("v2_error_rate_pct > 10%") | {"min_sample": 2}), DEFAULT_METRICS)
+    assert own["r"].min_sample == 2
+
+
+def test_a_percentage_change_rearms_every_rule() -> None:
+    rules, states = default_rules(), {}
+    rearm(rules, states, 50.0, 0.0)
+    assert {t.rule.name for t in evaluate(rules, QUIET | {"db_connection_failures": 3}, 0.0, states)} == {
+        "v2_database_connection_failure"}
+    assert rearm(rules, states, 50.0, 30.0) == []  # same percentage: nothing changes
+    rearmed = rearm(rules, states, 0.0, 60.0)
+    assert [(t.rule.name, t.kind, t.note) for t in rearmed] == [
+        ("v2_database_connection_failure", "resolved", "re-armed: percentage 50 → 0")]
+    assert {s.status for s in states.values()} == {"inactive"}
+    assert {s.armed_percentage for s in states.values()} == {0.0}
 
 
 def test_state_round_trips_as_a_plain_row() -> None:

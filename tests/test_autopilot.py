@@ -152,6 +152,13 @@ def test_error_spike_rolls_back_once_while_four_evaluators_race(make_app, user_f
         assert sorted(e["rule"] for e in fired) == ["v2_high_error_rate", "v2_moderate_error_rate",
                                                      "v2_very_high_error_rate"]
         assert {a["rule"] for a in ext.alerts("calc")} >= {"v2_very_high_error_rate"}
-        # A later evaluation, metrics unchanged: still firing, nothing fires or rolls back again.
+        # A later evaluation, metrics unchanged: the rollback re-armed the rules — the firing ones resolve,
+        # nothing fires or rolls back again on the calls that caused it.
         again = ext.evaluate()
-        assert again["calc"] == {"transitions": [], "auto_rollback": False, "autopilot": None}
+        assert again["calc"]["auto_rollback"] is False and again["calc"]["autopilot"] is None
+        assert {(t["kind"], t["note"]) for t in again["calc"]["transitions"]} == {
+            ("resolved", "re-armed: percentage 50 → 0")}
+        assert {t["rule"] for t in again["calc"]["transitions"]} == {
+            "v2_very_high_error_rate", "v2_high_error_rate", "v2_moderate_error_rate"}
+        assert ext.alerts("calc") == []
+        assert ext.evaluate()["calc"] == {"transitions": [], "auto_rollback": False, "autopilot": None}

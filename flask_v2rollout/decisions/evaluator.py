@@ -19,6 +19,7 @@ from typing import Any, TypedDict
 
 from flask import Flask
 from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from .. import signals
 from ..errors import ConflictError, FlagError
@@ -27,7 +28,7 @@ from ..jsonlog import JsonlLog
 from ..metrics.catalogue import Facts, Minimums, values
 from ..metrics.store import MetricStore
 from ..models import alert_events_table, alert_state_table, checks_table, counters_table
-from ..rules.alerts import RuleSet, RuleState, Transition, evaluate
+from ..rules.alerts import Rule, RuleSet, RuleState, Transition, evaluate, rearm
 from ..rules.conditions import Interval, Value
 from ..rules.gates import (
     Action,
@@ -76,7 +77,8 @@ class Evaluator:
         self.minimums: Minimums = {"calculations": float(settings.gate_min_calculations),
                                    "users": float(settings.gate_min_users)}
         #: the packaged runbook overlaid by the host's file, validated whole (raises AlertRuleError)
-        self.runbook = load_runbook(settings.runbook_file, minimums=self.minimums)
+        self.runbook = load_runbook(settings.runbook_file, minimums=self.minimums,
+                                    alert_min_calculations=settings.alert_min_calculations)
         self.stages = with_durations(self.runbook.stages, settings.stage_durations or None)
         self.gates = self.runbook.gates
         self.rules: RuleSet = self.runbook.rules
@@ -87,7 +89,7 @@ class Evaluator:
         self.lease_s = settings.lease_s
         self.every_s = settings.evaluate_every_s
         self.alert_window_s = settings.alert_window_s
-        self._last_run = float("-inf")
+        self._last_run: float | None = None
         #: the autopilot's last word per rollout (hold reasons are not audited)
         self.last_actions: dict[str, dict[str, Any]] = {}
 
@@ -125,10 +127,11 @@ class Evaluator:
             if row["new_value"] < (row["old_value"] or 0):
                 rollbacks.append(row["at"])
         last_change = rows[-1]["at"] if rows else None
+        lowered = bool(rows) and rows[-1]["new_value"] < (rows[-1]["old_value"] or 0)
         if entered is None or self.stage_of({PERCENTAGE: rows[-1]["new_value"]}).name != stage.name:
             entered = self._first_seen(name, now)
         return {"entered_at": entered, "previous_entered_at": previous, "rollbacks": len(rollbacks),
-                "last_change_at": last_change}
+                "last_change_at": last_change, "last_change_lowered": lowered}
 
     def _first_seen(self, name: str, now: float) -> float:
         """A rollout that never changed stage began when it was created (or first counted, if earlier)."""
@@ -162,9 +165,18 @@ class Evaluator:
                       "shadow": cur["shadow"]["v2"]["latency_bins"]}
         return named, histograms, stage, line
 
-    def alert_values(self, name: str, flags: Mapping[str, Any], now: float) -> dict[str, Value]:
-        """The catalogue's values over the alert window (None where there is no data)."""
-        window = self.metric_store.window(name, self.alert_window_s, now)
+    def alert_values(
+        self, name: str, flags: Mapping[str, Any], now: float, *, since: float | None = None,
+    ) -> dict[str, Value]:
+        """The catalogue's values over the alert window (None where there is no data).
+
+        ``since`` (the last percentage change) cuts the window: after a rollback or a
+        resume the rules read only what was served at the new percentage.
+        """
+        if since is not None and since > now - self.alert_window_s:
+            window = self.metric_store.window(name, self.alert_window_s, now, since=since)
+        else:
+            window = self.metric_store.window(name, self.alert_window_s, now)
         facts = Facts(window, percentage=float(flags[PERCENTAGE]), minimums=self.minimums)
         return values(facts, probes=self._probes(window))
 
@@ -175,8 +187,9 @@ class Evaluator:
     # -- gate -------------------------------------------------------------------------------
     def gate(self, name: str, now: float) -> GateReport:
         """The current gate's decision with every criterion, plus the rollback matrix."""
-        stage, decision, matrix, line = self._decide(name, self.store.read_fresh(name).values, now)
-        return gate_report(name, stage, decision, matrix, line, next_stage(stage, self.stages))
+        snap = self.store.read_fresh(name)
+        stage, decision, matrix, line = self._decide(name, snap.values, now)
+        return gate_report(name, stage, decision, matrix, line, next_stage(stage, self.stages), snap.version)
 
     def _decide(
         self, name: str, flags: Mapping[str, Any], now: float
@@ -237,6 +250,9 @@ class Evaluator:
     def maybe_run(self) -> None:
         """Called after each flush: evaluate when the period is due."""
         now = self.clock()
+        if self._last_run is None:  # the period starts with this process's first flush
+            self._last_run = now
+            return
         if now - self._last_run >= self.every_s:
             self._last_run = now
             self.run(now)
@@ -255,28 +271,43 @@ class Evaluator:
             lease.release(engine, LEASE_NAME)
 
     def _run_one(self, name: str, now: float) -> dict[str, Any]:
+        """Alerts, then the rollback they call for, then the record and the announcements, then the autopilot.
+
+        Nothing sits between a CRITICAL condition and its rollback: the states are
+        written and the notifications queued only after the rollback landed (or failed).
+        """
         snap = self.store.read_fresh(name)
         flags = snap.values
-        transitions = self._alerts(name, flags, now)
+        stage = self.stage_of(flags)
+        line = self.timeline(name, stage, now)
+        named = self.alert_values(name, flags, now, since=_alert_window_start(line))
+        stored = self._alert_states(name)
+        states = dict(stored)
+        transitions = rearm(self.rules, states, snap.percentage, now)
+        transitions += evaluate(self.rules, named, now, states)
+        critical = [self.rules[rule] for rule, st in states.items()
+                    if st.status == "firing" and rule in self.rules and self.rules[rule].severity == "CRITICAL"]
         rolled_back = False
+        if critical and self.auto_rollback and snap.percentage > 0:
+            rolled_back = self._auto_rollback(name, critical[0], named)
+        self._store_alerts(name, stored, states, transitions, now)
         for t in transitions:
             self._announce(name, t)
-            if t.kind == "fired" and t.rule.severity == "CRITICAL" and self.auto_rollback and not rolled_back:
-                rolled_back = self._auto_rollback(name, t, snap)
         action = None
         if flags[AUTOPILOT] and not rolled_back:
             action = self._autopilot(name, now)
         return {"transitions": [_transition_dict(t) for t in transitions], "auto_rollback": rolled_back,
                 "autopilot": action}
 
-    def _alerts(self, name: str, flags: Mapping[str, Any], now: float) -> list[Transition]:
-        named = self.alert_values(name, flags, now)
+    def _alert_states(self, name: str) -> dict[str, RuleState]:
         t = alert_state_table.c
         with self._engine().connect() as conn:
-            stored = {rule: RuleState(**json.loads(data)) for rule, data in conn.execute(
+            return {rule: RuleState(**json.loads(data)) for rule, data in conn.execute(
                 select(t.rule, t.data).where(t.rollout == name)).all()}
-        states = dict(stored)
-        transitions = evaluate(self.rules, named, now, states)
+
+    def _store_alerts(self, name: str, stored: Mapping[str, RuleState], states: Mapping[str, RuleState],
+                      transitions: list[Transition], now: float) -> None:
+        t = alert_state_table.c
         with self._engine().begin() as conn:
             for rule, st in states.items():
                 row = {"status": st.status, "data": json.dumps(dataclasses.asdict(st)), "updated_at": now}
@@ -285,10 +316,10 @@ class Evaluator:
                 else:
                     conn.execute(insert(alert_state_table).values(rollout=name, rule=rule, **row))
             for tr in transitions:
+                detail = _plain(tr.values) | ({"note": tr.note} if tr.note else {})
                 conn.execute(insert(alert_events_table).values(
                     rollout=name, rule=tr.rule.name, severity=tr.rule.severity, event=tr.kind,
-                    value=_first_value(tr), detail=json.dumps(_plain(tr.values)), at=tr.at))
-        return transitions
+                    value=_first_value(tr), detail=json.dumps(detail), at=tr.at))
 
     def _announce(self, name: str, t: Transition) -> None:
         app: Flask = self.app
@@ -303,17 +334,19 @@ class Evaluator:
                     action=t.rule.action, description=t.rule.description)
         self.notifications.route({"event": f"alert_{t.kind}", **payload}, t.rule.notify)
 
-    def _auto_rollback(self, name: str, t: Transition, snap: FlagSnapshot) -> bool:
-        if snap.percentage <= 0:
-            return False
+    def _auto_rollback(self, name: str, rule: Rule, named: Mapping[str, Value]) -> bool:
+        """Roll back to 0 % for a firing CRITICAL rule; a concurrent write is re-read and rolled back over.
+
+        A write that fails outright (SQL down) leaves the rule firing, so the next
+        evaluation tries again; once it lands the percentage change re-arms the rules.
+        """
+        values = {m: named.get(m) for m in sorted(rule.condition.metrics)}
         try:
-            made = self.flags.set_flags(
-                name, {PERCENTAGE: 0}, actor=AUTO_ROLLBACK_ACTOR,
-                reason=f"{t.rule.name} ({t.rule.severity}): {_values_text(_plain(t.values))}",
-                expected_version=snap.version,
-            )
-        except ConflictError:
-            return False  # someone changed the flags meanwhile; the next evaluation decides again
+            made = self.flags.rollback(name, 0, actor=AUTO_ROLLBACK_ACTOR,
+                                       reason=f"{rule.name} ({rule.severity}): {_values_text(_plain(values))}")
+        except SQLAlchemyError:
+            log.exception("v2rollout: auto-rollback of %s could not be written; retrying at the next evaluation", name)
+            return False
         return bool(made)
 
     def _autopilot(self, name: str, now: float) -> dict[str, Any]:
@@ -332,14 +365,19 @@ class Evaluator:
         return result
 
     def _apply(self, name: str, action: Action, snap: FlagSnapshot) -> None:
+        """A rollback always lands (re-read on conflict); an advance only on the flags it was decided from."""
+        assert action.target_percentage is not None
+        if action.kind == "rollback":
+            self.flags.rollback(name, action.target_percentage, actor=AUTOPILOT_ACTOR, reason=action.reason)
+            return
         changes: dict[str, Any] = {PERCENTAGE: action.target_percentage}
-        if action.kind == "advance" and action.stage is not None:
+        if action.stage is not None:
             changes[SHADOW] = action.stage.shadow
         try:
             self.flags.set_flags(name, changes, actor=AUTOPILOT_ACTOR, reason=action.reason,
-                                     expected_version=snap.version)
+                                 expected_version=snap.version)
         except ConflictError:
-            log.info("v2rollout: autopilot skipped %s: flags changed meanwhile", name)
+            log.info("v2rollout: autopilot did not advance %s: the flags changed since its gate was read", name)
 
     def _criticals_since(self, name: str, since: float) -> int:
         e = alert_events_table.c
@@ -363,7 +401,7 @@ class Evaluator:
             rule = self.rules[rule_name] if rule_name in self.rules else None
             out.append({
                 "rollout": rollout, "rule": rule_name, "state": st.status, "since": st.since,
-                "fired_at": st.fired_at, "severity": rule.severity if rule else None,
+                "fired_at": st.fired_at, "evaluated_at": st.evaluated_at, "no_data": st.no_data, "severity": rule.severity if rule else None,
                 "description": rule.description if rule else None, "action": rule.action if rule else None,
                 "notify": list(rule.notify) if rule else [],
             })
@@ -402,6 +440,8 @@ class GateReport(TypedDict):
     """A gate decision as plain JSON-able data (API, CLI, dashboard)."""
 
     rollout: str
+    #: the flags version the gate was read at: an advance writes only while it is current
+    flag_version: int | None
     stage: str
     from_stage: str
     to_stage: str | None
@@ -418,10 +458,11 @@ class GateReport(TypedDict):
 
 
 def gate_report(name: str, stage: Stage, decision: GateDecision, matrix: Decision, line: Mapping[str, Any],
-                upcoming: Stage | None) -> GateReport:
+                upcoming: Stage | None, flag_version: int | None = None) -> GateReport:
     """A gate decision as plain JSON-able data; a criterion's threshold is its condition."""
     return {
         "rollout": name,
+        "flag_version": flag_version,
         "stage": stage.name,
         "from_stage": stage.name,
         "to_stage": upcoming.name if upcoming else None,
@@ -451,6 +492,20 @@ def _plain(values: Mapping[str, Value]) -> dict[str, float | bool | None]:
     return {k: v.point if isinstance(v, Interval) else v for k, v in values.items()}
 
 
+def _alert_window_start(line: Mapping[str, Any]) -> float | None:
+    """Where the alert window starts after the last percentage change (None: no change yet).
+
+    Counters are per minute. After a rollback the window starts at the next whole
+    minute, so the calls that caused it are not read again; after a raise it starts
+    at the change's own minute — v2's calls before it, at the lower percentage, are
+    evidence about the same v2.
+    """
+    at = line.get("last_change_at")
+    if at is None:
+        return None
+    return float(at) if line.get("last_change_lowered") else float(int(at // 60) * 60)
+
+
 def _first_value(t: Transition) -> float | None:
     for value in t.values.values():
         if isinstance(value, (int, float)):
@@ -464,4 +519,5 @@ def _values_text(values: Mapping[str, Any]) -> str:
 
 def _transition_dict(t: Transition) -> dict[str, Any]:
     return {"rule": t.rule.name, "severity": t.rule.severity, "kind": t.kind, "at": t.at, "values": _plain(t.values),
-            "description": t.rule.description, "action": t.rule.action, "notify": list(t.rule.notify)}
+            "description": t.rule.description, "action": t.rule.action, "notify": list(t.rule.notify),
+            "note": t.note}

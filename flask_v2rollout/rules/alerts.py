@@ -8,9 +8,18 @@ description, action`` and, optionally, ``for`` and ``keep_firing_for``
   fires (``pending`` → ``firing``). A trailing ``for 5m`` inside the condition
   means the same (older rule files); giving both is an error.
 * ``keep_firing_for``: once firing, the rule keeps firing until its condition
-  has been false or unknown for that long, then resolves. Without it a firing
-  rule resolves on the first evaluation where the condition is false; unknown
-  (no data) never resolves it — an alert ends only on evidence.
+  has been false or unknown for that long, then resolves (hysteresis). Without it
+  a firing rule resolves on the first evaluation where the condition is false.
+* ``min_sample``: the calculations the rule's rates need in the window before the
+  rule is judged at all (default ``V2ROLLOUT_ALERT_MIN_CALCULATIONS``): a rate over
+  4 calls is noise. Below it the condition is unknown.
+
+No data is an outcome of its own: a firing rule whose condition turns unknown
+(no metric value, or too small a sample) resolves as ``no data`` once
+``keep_firing_for`` has passed (at once without it) — it never stays "firing" on
+nothing. And :func:`rearm` starts every rule of a rollout afresh when its
+percentage changes (a rollback, a resume): a firing rule resolves as re-armed, and
+a v2 still broken at the new percentage fires again on the new data.
 
 The runbook's rules ship in ``runbook.yaml`` (see :mod:`.runbook`); this module
 validates rule mappings and advances their state. Validation reports every
@@ -25,11 +34,21 @@ from typing import Any, Literal, cast
 
 import yaml
 
-from .conditions import AlertRuleError, Condition, Problem, Unit, Value, parse_condition, parse_duration
+from .conditions import (
+    AlertRuleError,
+    Condition,
+    MinSample,
+    Problem,
+    Unit,
+    Value,
+    parse_condition,
+    parse_duration,
+    shortfall,
+)
 
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
 FIELDS = ("name", "condition", "severity", "notify", "description", "action")
-OPTIONAL_FIELDS = ("for", "keep_firing_for")
+OPTIONAL_FIELDS = ("for", "keep_firing_for", "min_sample")
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 Severity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW"]
@@ -48,6 +67,10 @@ class Rule:
     for_s: float = 0.0
     #: seconds a firing rule stays firing after its condition stopped holding (``keep_firing_for:``)
     keep_firing_s: float = 0.0
+    #: the rule's own calculations minimum (``min_sample:``); None: the configured one
+    min_sample: float | None = None
+    #: the samples its metrics need before it is judged (resolved by the runbook loader)
+    min_samples: tuple[MinSample, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,8 +165,11 @@ def rule_from(
         isinstance(notify, list) and notify and all(isinstance(n, str) and NAME.fullmatch(n) for n in notify)
     ):
         problems.append(Problem(label, "notify must be a non-empty list of channel names", repr(notify)))
+    min_sample = item.get("min_sample")
+    if "min_sample" in item and (isinstance(min_sample, bool) or not isinstance(min_sample, int) or min_sample < 0):
+        problems.append(Problem(label, "min_sample must be a whole number ≥ 0", repr(min_sample)))
     durations = {}
-    for field in OPTIONAL_FIELDS:
+    for field in ("for", "keep_firing_for"):
         if field in item:
             try:
                 durations[field] = parse_duration(str(item[field]))
@@ -161,7 +187,8 @@ def rule_from(
         return None, problems
     rule = Rule(str(name), condition, cast(Severity, severity), tuple(cast(list[str], notify)),
                 item["description"].strip(), item["action"].strip(),
-                durations.get("for", condition.hold_s), durations.get("keep_firing_for", 0.0))
+                durations.get("for", condition.hold_s), durations.get("keep_firing_for", 0.0),
+                None if min_sample is None else float(min_sample))
     return rule, []
 
 
@@ -184,6 +211,8 @@ class RuleState:
     evaluated_at: float | None = None
     #: a firing rule's condition has not held since then (``keep_firing_for``)
     cleared_at: float | None = None
+    #: the rollout percentage this state was built at; a different one re-arms the rule
+    armed_percentage: float | None = None
 
 
 TransitionKind = Literal["fired", "resolved"]
@@ -197,13 +226,15 @@ class Transition:
     kind: TransitionKind
     at: float
     values: Mapping[str, Value]
+    #: why, when it is not the condition itself: "no data", "re-armed: percentage 50 → 0"
+    note: str = ""
 
 
 def step(rule: Rule, state: RuleState, result: bool | None, now: float) -> tuple[RuleState, TransitionKind | None]:
     """Advance one rule's state machine: inactive → pending → firing → resolved.
 
-    Unknown (``None``) breaks a pending streak but does not resolve a firing rule
-    unless ``keep_firing_for`` is set: then false and unknown alike count towards it.
+    Unknown (``None``) breaks a pending streak; for a firing rule false and unknown
+    alike count towards ``keep_firing_for`` (resolving at once without it).
     """
     state = replace(state, no_data=result is None, evaluated_at=now)
     if state.status == "firing":
@@ -227,7 +258,7 @@ def _firing(rule: Rule, state: RuleState, result: bool | None, now: float) -> tu
     if result:
         return replace(state, cleared_at=None), None
     if not rule.keep_firing_s:
-        return (resolved, "resolved") if result is False else (state, None)
+        return resolved, "resolved"
     cleared = now if state.cleared_at is None else state.cleared_at
     if now - cleared >= rule.keep_firing_s:
         return resolved, "resolved"
@@ -243,9 +274,35 @@ def evaluate(
     """
     transitions = []
     for rule in ruleset:
-        result = rule.condition.evaluate(metrics)
+        result = None if shortfall(rule.min_samples, metrics) else rule.condition.evaluate(metrics)
         states[rule.name], kind = step(rule, states.get(rule.name, RuleState()), result, now)
         if kind is not None:
             values = {m: metrics.get(m) for m in sorted(rule.condition.metrics)}
-            transitions.append(Transition(rule, kind, now, values))
+            note = "no data" if kind == "resolved" and result is None else ""
+            transitions.append(Transition(rule, kind, now, values, note))
+    return transitions
+
+
+def rearm(
+    ruleset: RuleSet, states: MutableMapping[str, RuleState], percentage: float, now: float
+) -> list[Transition]:
+    """Start every rule afresh when the rollout's percentage changed since its state was built.
+
+    A firing rule resolves ("re-armed"); the others start inactive. Rules whose state
+    was built at this percentage (or never) are left as they are.
+    """
+    transitions = []
+    for rule in ruleset:
+        state = states.get(rule.name)
+        if state is None or state.armed_percentage is None:
+            states[rule.name] = replace(state or RuleState(), armed_percentage=percentage)
+            continue
+        if state.armed_percentage == percentage:
+            continue
+        if state.status == "firing":
+            note = f"re-armed: percentage {state.armed_percentage:g} → {percentage:g}"
+            transitions.append(Transition(rule, "resolved", now, {}, note))
+        states[rule.name] = RuleState(since=now, evaluated_at=state.evaluated_at, armed_percentage=percentage,
+                                      resolved_at=now if state.status == "firing" else state.resolved_at,
+                                      fired_at=state.fired_at)
     return transitions

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -578,3 +578,25 @@ def parse_condition(
     except _SyntaxError as exc:
         raise AlertRuleError([Problem(None, exc.message, text, exc.column)], "<condition>") from None
     return Condition(text, node, hold_s, frozenset(_metrics_in(node)))
+
+
+# --------------------------------------------------------------------------- sample minimums
+
+
+@dataclass(frozen=True)
+class MinSample:
+    """A count that must reach ``minimum`` before what depends on it is judged (a gate, a matrix, an alert)."""
+
+    metric: str
+    minimum: float
+
+
+def shortfall(min_samples: Sequence[MinSample], values: Mapping[str, Value]) -> tuple[float | None, str] | None:
+    """The first sample below its minimum: (its value, why); None when every sample is large enough."""
+    for need in min_samples:
+        have = values.get(need.metric)
+        count = None if have is None or isinstance(have, (bool, Interval)) or math.isnan(have) else float(have)
+        if count is None or count < need.minimum:
+            shown = "none" if count is None else f"{count:.4g}"
+            return count, f"sample {shown} < {need.minimum:g} ({need.metric})"
+    return None

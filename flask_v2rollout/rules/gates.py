@@ -24,7 +24,7 @@ from typing import Literal
 
 from ..stats import RankTest, mann_whitney_binned
 from .alerts import Severity
-from .conditions import Condition, Interval, Value
+from .conditions import Condition, Interval, MinSample, Value, shortfall
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -88,14 +88,6 @@ Verdict = Literal["pass", "fail", "insufficient", "pending"]
 
 
 @dataclass(frozen=True)
-class MinSample:
-    """A count that must reach ``minimum`` before what depends on it is judged."""
-
-    metric: str
-    minimum: float
-
-
-@dataclass(frozen=True)
 class Criterion:
     """One line of a gate: a condition, and the samples it needs."""
 
@@ -126,15 +118,6 @@ def _number(value: Value) -> float | None:
     if value is None or isinstance(value, (bool, Interval)) or math.isnan(value):
         return None
     return float(value)
-
-
-def shortfall(min_samples: Sequence[MinSample], values: Mapping[str, Value]) -> tuple[float | None, str] | None:
-    """The first sample below its minimum: (its value, why); None when every sample is large enough."""
-    for need in min_samples:
-        have = _number(values.get(need.metric))
-        if have is None or have < need.minimum:
-            return have, f"sample {_fmt(have)} < {need.minimum:g} ({need.metric})"
-    return None
 
 
 def evaluate_criterion(criterion: Criterion, values: Mapping[str, Value]) -> CriterionResult:

@@ -100,8 +100,14 @@ def known_metrics(probes: Mapping[str, Probe], checks: Mapping[str, str]) -> dic
             **{CHECK_PREFIX + key: UNIT_NAMES["count"] for key in checks}}
 
 
-def load_runbook(host_file: str | Path | None = None, *, minimums: Minimums | None = None) -> Runbook:
-    """The packaged runbook overlaid by ``host_file``; ``minimums`` are the samples gates and matrices need."""
+def load_runbook(
+    host_file: str | Path | None = None, *, minimums: Minimums | None = None, alert_min_calculations: float = 20,
+) -> Runbook:
+    """The packaged runbook overlaid by ``host_file``.
+
+    ``minimums`` are the samples gates and matrices need; alert rules need
+    ``alert_min_calculations`` (or their own ``min_sample:``) in the alert window.
+    """
     packaged = resources.files(__package__).joinpath(PACKAGED_FILE).read_text(encoding="utf-8")
     documents = [(PACKAGED_FILE, packaged)]
     if host_file is not None:
@@ -111,10 +117,12 @@ def load_runbook(host_file: str | Path | None = None, *, minimums: Minimums | No
         except OSError as exc:
             raise AlertRuleError([Problem(None, f"cannot read the runbook file: {exc}", file=str(path))],
                                  str(path)) from None
-    return parse_runbook(documents, minimums=minimums)
+    return parse_runbook(documents, minimums=minimums, alert_min_calculations=alert_min_calculations)
 
 
-def parse_runbook(documents: list[tuple[str, str]], *, minimums: Minimums | None = None) -> Runbook:
+def parse_runbook(
+    documents: list[tuple[str, str]], *, minimums: Minimums | None = None, alert_min_calculations: float = 20,
+) -> Runbook:
     """Merge ``(file name, YAML text)`` documents in order, then validate the result."""
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
@@ -127,7 +135,7 @@ def parse_runbook(documents: list[tuple[str, str]], *, minimums: Minimums | None
     if problems:
         raise AlertRuleError(problems, documents[-1][0])
     needed: dict[MinimumName, float] = {**DEFAULT_MINIMUMS, **(minimums or {})}
-    return _Builder(merged, origin, needed, documents[0][0]).build(
+    return _Builder(merged, origin, needed, documents[0][0], alert_min_calculations).build(
         tuple(f for f, _ in documents))
 
 
@@ -290,10 +298,11 @@ class _Builder:
     """Validates the merged data and builds the Runbook, collecting every problem with its file."""
 
     def __init__(self, data: dict[str, Any], origin: dict[str, str], minimums: Minimums,
-                 default_file: str) -> None:
+                 default_file: str, alert_min_calculations: float = 20) -> None:
         self.data = data
         self.origin = origin
         self.minimums = minimums
+        self.alert_min_calculations = alert_min_calculations
         self.default_file = default_file
         self.problems: list[Problem] = []
         self.known: dict[str, Unit] = {}
@@ -309,6 +318,10 @@ class _Builder:
         gates = self.gates(stages, checks)
         matrices = self.matrices()
         rules, found = rules_from(self.data.get("rules", []), self.known, intervals=INTERVALS)
+        rules = [replace(rule, min_samples=self.min_samples(rule.condition, {
+            "calculations": self.alert_min_calculations if rule.min_sample is None else rule.min_sample,
+            "users": self.minimums["users"],
+        })) for rule in rules]
         self.problems += [replace(p, file=self.origin.get(f"rule:{p.rule}", self.default_file)) for p in found]
         if self.problems:
             raise AlertRuleError(self.problems, sources[-1])
@@ -389,13 +402,14 @@ class _Builder:
             self.problems += [replace(p, rule=label, file=file) for p in exc.problems]
             return None
 
-    def min_samples(self, condition: Condition) -> tuple[MinSample, ...]:
-        """The samples a condition's catalogue metrics declare, with their configured minimums."""
+    def min_samples(self, condition: Condition, minimums: Minimums | None = None) -> tuple[MinSample, ...]:
+        """The samples a condition's catalogue metrics declare, with their minimums (the gates' by default)."""
+        needed = self.minimums if minimums is None else minimums
         needs = {}
         for name in sorted(condition.metrics):
             metric = BY_NAME.get(name)
             if metric is not None and metric.sample is not None:
-                needs[metric.sample.metric] = MinSample(metric.sample.metric, self.minimums[metric.sample.minimum])
+                needs[metric.sample.metric] = MinSample(metric.sample.metric, needed[metric.sample.minimum])
         return tuple(needs.values())
 
     def gates(self, stages: tuple[Stage, ...], checks: Mapping[str, str]) -> tuple[Gate, ...]:
