@@ -196,7 +196,8 @@ class Evaluator:
     ) -> tuple[Stage, GateDecision, Decision, dict[str, Any]]:
         """The stage, its gate's decision, the rollback matrix's verdict, and the stage's timeline."""
         named, histograms, stage, line = self.stage_values(name, flags, now)
-        decision = evaluate_gate(gate_for(stage.name, self.gates), named, now_in_stage_s=now - line["entered_at"],
+        in_stage = max(0.0, now - line["entered_at"])  # clocks of processes and SQL may differ by a little
+        decision = evaluate_gate(gate_for(stage.name, self.gates), named, now_in_stage_s=in_stage,
                                  stages=self.stages, histograms=histograms)
         matrix = rollback_decision(matrix_for(stage, self.runbook.matrices), named)
         return stage, decision, matrix, line
