@@ -137,9 +137,10 @@ class Router:
         with self._start_lock:
             if self._pid == os.getpid():
                 return
-            if self._pid is not None:  # inherited across fork: the parent's queues and threads are not ours
-                with self._lock:
-                    self._reset()
+            if self._pid is not None:  # inherited across fork: the parent's queues, threads and locks are not ours
+                self._lock = threading.Lock()
+                self._idle = threading.Condition(self._lock)
+                self._reset()
             for lane in self._lanes.values():
                 threading.Thread(target=self._deliver, args=(lane,), name=f"v2rollout-notify-{lane.notifier.name}",
                                  daemon=True).start()
