@@ -9,7 +9,10 @@ import hashlib
 import hmac
 import json
 import multiprocessing as mp
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +21,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from helpers import free_port_url
+from helpers import free_port_url, require
 
 from flask_v2rollout import V2Rollout
 from flask_v2rollout.cli import cli
@@ -50,9 +53,10 @@ class Request:
 
 class Receiver:
     """A loopback HTTP endpoint. ``mode``: ``answer`` (the next of ``statuses``, then 204), ``hold`` (no answer
-    until ``release`` is set) or ``trickle`` (a 200 response, one byte every 0.2 s)."""
+    until ``release`` is set) or ``trickle`` (a 200 response, one byte every 0.2 s). ``answered`` is set as the
+    server starts its answer."""
 
-    def __init__(self) -> None:
+    def __init__(self, protocol: str = "HTTP/1.1", tls: tuple[str, str] | None = None) -> None:
         self.mode = "answer"
         self.statuses: list[int] = []
         self.requests: list[Request] = []
@@ -64,7 +68,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+            protocol_version = protocol
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers["Content-Length"]))
@@ -79,10 +83,12 @@ class Receiver:
                         return
                     if mode == "hold":
                         receiver.release.wait(60)
-                    self.send_response(status)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
                     receiver.answered.set()
+                    answer = b'{"status": "success"}'  # read by the client after the headers
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
                 except OSError:
                     pass  # the client gave up first
 
@@ -99,8 +105,13 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        scheme, host = ("https", "localhost") if tls else ("http", "127.0.0.1")
+        self.url = f"{scheme}://{host}:{self.server.server_address[1]}/hook"
 
     def wait_for(self, count: int) -> list[Request]:
         with self.arrived:
@@ -118,8 +129,8 @@ class Receiver:
 def receivers():
     made: list[Receiver] = []
 
-    def make(mode: str = "answer") -> Receiver:
-        receiver = Receiver()
+    def make(mode: str = "answer", **options: Any) -> Receiver:
+        receiver = Receiver(**options)
         receiver.mode = mode
         made.append(receiver)
         return receiver
@@ -247,7 +258,7 @@ def test_slack_gets_one_readable_line(receivers) -> None:
 
 
 def test_pagerduty_triggers_and_resolves_one_incident(receivers) -> None:
-    events = receivers()
+    events = receivers(protocol="HTTP/1.0")  # answers with a body, then closes
     events.statuses = [202, 202]
     router = Router([PagerDuty("R0UTING", url=events.url + "/v2/enqueue", timeout_s=5, retries=0, source="web-1")])
     assert router.route(FIRED, ["pagerduty", "slack"]) == 1
@@ -265,6 +276,19 @@ def test_pagerduty_triggers_and_resolves_one_incident(receivers) -> None:
                     "custom_details": {k: FIRED[k] for k in ("values", "description", "action", "notify", "at")}}}
     assert resolve == {"routing_key": "R0UTING", "event_action": "resolve", "dedup_key": "calc/v2_very_high_error_rate"}
     assert counters(router)["sent"] == {"pagerduty": 2}
+
+
+def test_https_verifies_the_certificate(receivers, tmp_path: Path, monkeypatch) -> None:
+    require(shutil.which("openssl") is not None, "openssl makes the test certificate")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True, timeout=60)
+    slack = receivers(tls=(cert, key))
+    assert not Slack(slack.url, timeout_s=5, retries=0).send(FIRED)  # self-signed: not trusted
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    assert Slack(slack.url, timeout_s=5, retries=0).send(FIRED)
+    assert slack.wait_for(1)[0].body["text"].startswith("[CRITICAL] v2_very_high_error_rate fired on calc")
 
 
 @pytest.mark.parametrize(("runbook", "pagerduty"), [

@@ -52,19 +52,28 @@ class Deadline:
 
 
 class DeadlineReader(io.RawIOBase):
-    """A socket's reads, each bounded by what is left of the deadline (a trickle cannot extend it)."""
+    """A socket's reads, each bounded by what is left of the deadline (a trickle cannot extend it).
+
+    It reads through the socket's own ``makefile`` stream, which keeps the socket
+    open while it is read even after its connection object let go of it.
+    """
 
     def __init__(self, sock: socket.socket, deadline: Deadline) -> None:
         super().__init__()
         self.sock = sock
         self.deadline = deadline
+        self.stream = sock.makefile("rb", buffering=0)
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: WriteableBuffer) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int | None:
         self.deadline.bound(self.sock)
-        return self.sock.recv_into(buffer)
+        return self.stream.readinto(buffer)
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
 
 
 class DeliveryError(Exception):
@@ -125,7 +134,7 @@ def deliver(name: str, attempt: Callable[[Deadline], Any], *, timeout_s: float, 
     """Run ``attempt`` up to ``retries + 1`` times, each under its own deadline; False (logged) if none succeeded.
 
     Connection errors, timeouts and :class:`DeliveryError` with ``retry`` are retried after
-    0.2 s, 0.4 s, 0.8 s …; other errors are not.
+    0.2 s, 0.4 s, 0.8 s …; other errors are not. Never raises.
     """
     failure = "no attempt"
     for number in range(retries + 1):
@@ -138,6 +147,9 @@ def deliver(name: str, attempt: Callable[[Deadline], Any], *, timeout_s: float, 
             failure, retry = str(exc), exc.retry
         except (OSError, HTTPException) as exc:
             failure, retry = f"{type(exc).__name__}: {exc}", True
+        except Exception as exc:  # a bad setting (say, a malformed URL) or a bug: another attempt would not help
+            log.exception("v2rollout: alert %s could not be sent", name)
+            failure, retry = f"{type(exc).__name__}: {exc}", False
         if not retry:
             break
     log.error("v2rollout: alert %s failed after %d attempt(s): %s", name, number + 1, failure)

@@ -62,7 +62,7 @@ class Router:
     def __init__(self, notifiers: Sequence[Notifier] = (), *, queue_size: int = 1000) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be ≥ 1")
-        self.notifiers = list(notifiers)
+        self.notifiers = tuple(notifiers)
         self.queue_size = queue_size
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
