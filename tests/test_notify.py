@@ -278,13 +278,20 @@ def test_pagerduty_triggers_and_resolves_one_incident(receivers) -> None:
     assert counters(router)["sent"] == {"pagerduty": 2}
 
 
-def test_https_verifies_the_certificate(receivers, tmp_path: Path, monkeypatch) -> None:
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[str, str]:
+    """A self-signed certificate and key for ``localhost``."""
     require(shutil.which("openssl") is not None, "openssl makes the test certificate")
     cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
                     "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
                    check=True, capture_output=True, timeout=60)
-    slack = receivers(tls=(cert, key))
+    return cert, key
+
+
+def test_https_verifies_the_certificate(receivers, certificate, monkeypatch) -> None:
+    cert, _key = certificate
+    slack = receivers(tls=certificate)
     assert not Slack(slack.url, timeout_s=5, retries=0).send(FIRED)  # self-signed: not trusted
     monkeypatch.setenv("SSL_CERT_FILE", cert)
     assert Slack(slack.url, timeout_s=5, retries=0).send(FIRED)
@@ -312,17 +319,35 @@ class Mailbox:
         return "250 OK"
 
 
+    def wait(self) -> Any:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: self.envelopes, timeout=WAIT)
+            return self.envelopes[0]
+
+
 @pytest.fixture
-def mailbox():
-    box = Mailbox()
-    with socket.socket() as sock:  # aiosmtpd needs a fixed port
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    box.port = port
-    yield box
-    controller.stop()
+def smtp_server():
+    """Starts an aiosmtpd server on a free loopback port; returns its mailbox (``port`` set)."""
+    controllers: list[Controller] = []
+
+    def start(**options: Any) -> Mailbox:
+        box = Mailbox()
+        with socket.socket() as sock:  # aiosmtpd needs a fixed port
+            sock.bind(("127.0.0.1", 0))
+            box.port = sock.getsockname()[1]
+        controller = Controller(box, hostname="127.0.0.1", port=box.port, **options)
+        controller.start()
+        controllers.append(controller)
+        return box
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server) -> Mailbox:
+    return smtp_server()
 
 
 def test_email_reaches_the_smtp_server(mailbox) -> None:
@@ -334,9 +359,7 @@ def test_email_reaches_the_smtp_server(mailbox) -> None:
     router = Router([email])
     assert router.route(FIRED, ["email"]) == 1
     assert router.drain(WAIT)
-    with mailbox.arrived:
-        assert mailbox.arrived.wait_for(lambda: mailbox.envelopes, timeout=WAIT)
-    envelope = mailbox.envelopes[0]
+    envelope = mailbox.wait()
     assert envelope.mail_from == "alerts@example.org" and envelope.rcpt_tos == ["ops@example.org", "qa@x.org"]
     message = message_from_bytes(envelope.original_content, policy=default)
     assert message["Subject"] == "[CRITICAL] v2_very_high_error_rate on calc"
@@ -345,6 +368,43 @@ def test_email_reaches_the_smtp_server(mailbox) -> None:
     assert body.startswith("[CRITICAL] v2_very_high_error_rate fired on calc: v2_error_rate_pct=12.5")
     assert "more than 10 % of v2 calculations raise an error" in body and "at: 2030-03-17T17:46:40+00:00" in body
     assert counters(router)["sent"] == {"email": 1}
+
+
+def test_email_upgrades_with_starttls_and_logs_in(smtp_server, certificate, monkeypatch) -> None:
+    from aiosmtpd.smtp import AuthResult
+
+    cert, key = certificate
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    logins: list[tuple[bytes, bytes]] = []
+    sessions: set[Any] = set()
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        logins.append((auth_data.login, auth_data.password))
+        sessions.add(session.peer)  # the client's address: one per connection
+        return AuthResult(success=auth_data.password == b"pw", handled=False)
+
+    box = smtp_server(tls_context=context, require_starttls=True, authenticator=authenticator)
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    email = Email("localhost", box.port, sender="a@example.org", recipients=["ops@example.org"], timeout_s=5,
+                  retries=0, user="alerts", password="pw")
+    assert email.send(RESOLVED)
+    assert box.wait().rcpt_tos == ["ops@example.org"] and logins == [(b"alerts", b"pw")]
+    wrong = Email("localhost", box.port, sender="a@example.org", recipients=["ops@example.org"], timeout_s=5,
+                  retries=2, user="alerts", password="nope")
+    assert not wrong.send(RESOLVED)
+    assert len(sessions) == 2  # 535 is final: no second connection
+
+
+def test_an_smtp_server_that_never_greets_is_given_up_at_the_deadline() -> None:
+    with socket.socket() as silent:  # accepts connections (the backlog) and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        router = Router([Email("127.0.0.1", silent.getsockname()[1], sender="a@b.c", recipients=["d@e.f"],
+                               timeout_s=0.5, retries=0, starttls=False)])
+        router.route(FIRED, ["email"])
+        assert router.drain(WAIT)
+    assert counters(router)["failed"] == {"email": 1}
 
 
 def test_an_unreachable_smtp_server_is_a_counted_failure() -> None:

@@ -7,6 +7,7 @@ answers slowly line by line cannot hold the delivery thread past it.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import smtplib
 import socket
@@ -48,9 +49,9 @@ def text(payload: Mapping[str, Any]) -> str:
 class _BoundedSMTP(smtplib.SMTP):
     """``smtplib.SMTP`` whose every socket operation is bounded by one deadline."""
 
-    def __init__(self, deadline: Deadline) -> None:
+    def __init__(self, host: str, port: int, deadline: Deadline) -> None:
         self.deadline = deadline
-        super().__init__(local_hostname=socket.gethostname())  # getfqdn() could wait on DNS
+        super().__init__(host, port, local_hostname=socket.gethostname())  # getfqdn() could wait on DNS
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         return connect(host, port, self.deadline)
@@ -96,18 +97,22 @@ class Email:
                        retries=self.retries)
 
     def _attempt(self, msg: EmailMessage, deadline: Deadline) -> None:
-        smtp = _BoundedSMTP(deadline)
         try:
-            smtp.connect(self.host, self.port)
+            smtp = _BoundedSMTP(self.host, self.port, deadline)
+        except smtplib.SMTPConnectError as exc:  # the greeting was not 220
+            raise DeliveryError(f"SMTP {exc.smtp_code} {exc.smtp_error!r}", retry=True) from exc
+        try:
             if self.starttls:
                 smtp.starttls(context=ssl.create_default_context())
             if self._user:
                 smtp.login(self._user, self._password or "")
             smtp.send_message(msg, from_addr=self.sender, to_addrs=self.recipients)
-            smtp.quit()
         except smtplib.SMTPResponseException as exc:
             raise DeliveryError(f"SMTP {exc.smtp_code} {exc.smtp_error!r}", retry=400 <= exc.smtp_code < 500) from exc
         except (smtplib.SMTPRecipientsRefused, smtplib.SMTPNotSupportedError) as exc:
             raise DeliveryError(f"SMTP: {exc}", retry=False) from exc
+        else:
+            with contextlib.suppress(OSError):  # delivered: a failed goodbye must not send it again
+                smtp.quit()
         finally:
             smtp.close()
