@@ -263,7 +263,7 @@ def evaluate_cmd(as_json: bool) -> None:
 @with_appcontext
 @_operator_errors
 def test_alert(actor: str | None) -> None:
-    """Send a test alert to the webhook; exits 1 if it is not delivered."""
+    """Send a test alert through every configured channel; exits 1 if one is not delivered."""
     _ext().send_test_alert(actor=_actor(actor))
     click.echo("test alert delivered")
 

@@ -309,6 +309,7 @@ class V2Rollout:
     def send_test_alert(self, *, actor: str) -> None:
         """Deliver a test alert through every notifier, so operators see the channels work (pre-deployment checklist).
 
+        Unlike an alert, it waits for each delivery (each attempt bounded by its deadline) to report the outcome.
         Raises ``RolloutError`` when no notifier is configured or a delivery failed.
         """
         runtime = self._runtime()

@@ -23,7 +23,10 @@ from sqlalchemy import Engine, create_engine, event
 
 from .clock import Clock
 from .decisions.evaluator import Evaluator
-from .decisions.notify import Notifier, Router
+from .decisions.mail import Email
+from .decisions.notify import Counters, Notifier, Router
+from .decisions.pagerduty import PagerDuty
+from .decisions.slack import Slack
 from .decisions.webhook import Webhook
 from .flags import RUNBOOK_DEFAULTS, FlagService, FlagStore
 from .jsonlog import JsonlLog
@@ -80,7 +83,7 @@ class Health(TypedDict):
     metrics: dict[str, Any]
     shadow: dict[str, Any]
     calls: dict[str, int]
-    notifications: dict[str, dict[str, int]]
+    notifications: Counters
 
 
 class Runtime:
@@ -117,11 +120,7 @@ class Runtime:
             rollouts=registry.names, shadow=self.shadow, tracer_provider=providers.tracer,
             meter_provider=providers.meter, logger_provider=providers.logger,
         )
-        notifiers: list[Notifier] = []
-        if settings.webhook_url:
-            notifiers.append(Webhook(settings.webhook_url, timeout_s=settings.webhook_timeout_s,
-                                     retries=settings.webhook_retries))
-        self.notifications = Router(notifiers)
+        self.notifications = Router(notifiers(settings), queue_size=settings.notify_queue_size)
         self.evaluator = Evaluator(
             app=app, settings=settings, rollouts=registry.rollouts, store=self.store,
             flags=self.flags, metric_store=self.metric_store, engine=self.engine, clock=self.clock,
@@ -174,13 +173,39 @@ class Runtime:
                         "last_quarantine": metrics.last_quarantine},
             "shadow": {"pending": self.shadow.pending},
             "calls": {"running": self.in_flight.running},
-            "notifications": {"sent": dict(self.notifications.sent), "failed": dict(self.notifications.failed)},
+            "notifications": self.notifications.counters(),
         }
 
     def shutdown(self) -> None:
-        """At exit: let shadow work finish (bounded), then flush what was counted."""
+        """At exit: let shadow work finish (bounded), flush what was counted, give queued alerts one deadline."""
         self.shadow.shutdown()
         self.metric_store.flush()
+        if not self.notifications.drain(self.settings.notify_timeout_s):
+            log.warning("v2rollout: %d alert notification(s) not delivered at exit",
+                        self.notifications.counters()["pending"])
+
+
+def notifiers(settings: Settings) -> list[Notifier]:
+    """A notifier for each configured transport; the webhook first (it serves every channel)."""
+    timeout_s, retries = settings.notify_timeout_s, settings.notify_retries
+    made: list[Notifier] = []
+    if settings.webhook_url:
+        made.append(Webhook(
+            settings.webhook_url, secret=settings.webhook_secret,
+            timeout_s=timeout_s if settings.webhook_timeout_s is None else settings.webhook_timeout_s,
+            retries=retries if settings.webhook_retries is None else settings.webhook_retries))
+    if settings.slack_webhook_url:
+        made.append(Slack(settings.slack_webhook_url, timeout_s=timeout_s, retries=retries))
+    if settings.pagerduty_routing_key:
+        made.append(PagerDuty(settings.pagerduty_routing_key, url=settings.pagerduty_url, timeout_s=timeout_s,
+                              retries=retries))
+    if settings.smtp_host:
+        if not settings.smtp_to:
+            raise RuntimeError("V2ROLLOUT_SMTP_TO must name at least one recipient when V2ROLLOUT_SMTP_HOST is set")
+        made.append(Email(settings.smtp_host, settings.smtp_port, sender=settings.smtp_from,
+                          recipients=settings.smtp_to, timeout_s=timeout_s, retries=retries,
+                          starttls=settings.smtp_starttls, user=settings.smtp_user, password=settings.smtp_password))
+    return made
 
 
 def sample_probes(app: Flask, probes: Mapping[str, Probe]) -> dict[str, float | None]:

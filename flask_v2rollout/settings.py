@@ -7,6 +7,7 @@ README lists the same table for hosts.
 """
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
@@ -71,6 +72,20 @@ def _optional_text(key: str, value: Any) -> str | None:
     return None if value is None else _text(key, value)
 
 
+def _optional(parse: Parser) -> Parser:
+    def parse_optional(key: str, value: Any) -> Any:
+        return None if value is None else parse(key, value)
+    return parse_optional
+
+
+def _addresses(key: str, value: Any) -> tuple[str, ...]:
+    """A list of strings, or one comma-separated string (from the environment)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(a, str) for a in items):
+        raise _fail(key, "a list of strings", value)
+    return tuple(a.strip() for a in items if a.strip())
+
+
 def _mapping(key: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise _fail(key, "a mapping", value)
@@ -128,6 +143,7 @@ def _default(f: Field[Any]) -> Any:
 
 
 SECONDS = _number(what="a number of seconds")
+DEADLINE = _number(0.001, what="a number of seconds")
 
 
 @dataclass(frozen=True)
@@ -172,13 +188,28 @@ class Settings:
     lease_s: float = _key(_number(0.001, what="a number of seconds"), 30.0, "seconds the evaluation lease is held")
     auto_rollback: bool = _key(_bool, True, "a CRITICAL alert rolls the rollout back to 0 %")
     watch_interval_s: float = _key(SECONDS, 1800.0, "seconds the autopilot waits after a percentage change")
+    notify_queue_size: int = _key(_integer(1), 1000, "alerts queued per notifier (beyond: dropped, counted)")
+    notify_timeout_s: float = _key(DEADLINE, 5.0, "total seconds of one delivery attempt, however slow the server")
+    notify_retries: int = _key(_integer(0), 2, "retries of a delivery (connection errors, timeouts, 429, 5xx)")
     webhook_url: str | None = _key(_optional_text, None, "JSON POST of every alert transition (None: off)")
-    webhook_timeout_s: float = _key(_number(0.001, what="a number of seconds"), 5.0, "webhook request timeout")
-    webhook_retries: int = _key(_integer(0), 2, "webhook retries")
     db_errors: frozenset[str] = _key(
         _class_names, frozenset(DB_ERRORS),
         "exceptions of either calculator counted as database connection failures (db_connection_failures)")
     deadline_workers: int = _key(_integer(1), 8, "threads per rollout that run v2 under its v2_timeout_ms deadline")
+    webhook_secret: str | None = _key(_optional_text, None, "HMAC-SHA256 key signing webhook POSTs (None: unsigned)")
+    webhook_timeout_s: float | None = _key(_optional(DEADLINE), None, "webhook deadline (None: NOTIFY_TIMEOUT_S)")
+    webhook_retries: int | None = _key(_optional(_integer(0)), None, "webhook retries (None: NOTIFY_RETRIES)")
+    slack_webhook_url: str | None = _key(_optional_text, None, "Slack incoming webhook (channel slack; None: off)")
+    pagerduty_routing_key: str | None = _key(
+        _optional_text, None, "PagerDuty Events API v2 routing key (channel pagerduty; None: off)")
+    pagerduty_url: str = _key(_text, "https://events.pagerduty.com/v2/enqueue", "PagerDuty Events API v2 endpoint")
+    smtp_host: str | None = _key(_optional_text, None, "SMTP server of the email channel (None: off)")
+    smtp_port: int = _key(_integer(1), 587, "SMTP port")
+    smtp_from: str = _key(_text, "flask-v2rollout@localhost", "sender address of alert mail")
+    smtp_to: tuple[str, ...] = _key(_addresses, (), "recipients of alert mail (a list, or comma-separated)")
+    smtp_user: str | None = _key(_optional_text, None, "SMTP login user (None: no login)")
+    smtp_password: str | None = _key(_optional_text, None, "SMTP login password")
+    smtp_starttls: bool = _key(_bool, True, "upgrade the SMTP connection with STARTTLS (certificate verified)")
     otel_enabled: bool = _key(_bool, True, "OpenTelemetry spans, events and metrics")
     otel_include_user_id: bool = _key(_bool, False, "send user ids as feature_flag.context.id (personal data)")
     url_prefix: str = _key(_text, "/v2rollout", "where the admin blueprint is mounted")
@@ -188,7 +219,16 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
-        """Cast and check every key; the first bad one raises ``RuntimeError`` naming it."""
+        """Cast and check every key; the first bad one raises ``RuntimeError`` naming it.
+
+        An unknown ``V2ROLLOUT_*`` key is refused too: a misspelt setting would otherwise
+        be ignored without a word.
+        """
+        unknown = sorted(k for k in config if isinstance(k, str) and k.startswith(PREFIX) and k not in DEFAULTS)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], DEFAULTS, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise RuntimeError(f"{unknown[0]} is not a Flask-V2Rollout setting{hint} (settings: docs/configuration.md)")
         values = {}
         for f in fields(cls):
             key = PREFIX + f.name.upper()

@@ -134,3 +134,11 @@ def test_numbers_from_the_environment_are_accepted(tmp_path: Path) -> None:
     V2Rollout().init_app(app)
     settings = app.extensions["v2rollout"].settings
     assert (settings.flag_ttl_s, settings.shadow_workers) == (2.5, 3)
+
+
+def test_an_unknown_setting_is_refused_with_a_suggestion(tmp_path: Path) -> None:
+    app = Flask("typo", instance_path=str(tmp_path))
+    app.config["V2ROLLOUT_FLAG_TTL"] = 2
+    with pytest.raises(RuntimeError, match="V2ROLLOUT_FLAG_TTL is not a Flask-V2Rollout setting; did you mean "
+                                           "V2ROLLOUT_FLAG_TTL_S"):
+        V2Rollout().init_app(app)

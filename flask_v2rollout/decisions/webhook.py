@@ -1,19 +1,32 @@
-"""The alert webhook notifier: a JSON POST to the URL the host configured, with timeout and retries."""
+"""The alert webhook notifier: a JSON POST of every transition, signed with HMAC-SHA256 when a secret is set.
+
+The signature covers ``<timestamp>.<body>``, so a receiver that checks the MAC and
+rejects old timestamps also rejects replays (recipe in docs/operations.md).
+"""
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from .delivery import Deadline, check_status, deliver, post
 
-log = logging.getLogger("flask_v2rollout.alerts")
+SIGNATURE_HEADER = "X-V2Rollout-Signature"
+TIMESTAMP_HEADER = "X-V2Rollout-Timestamp"
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header's value: ``sha256=`` and the hex HMAC-SHA256 of ``<timestamp>.<body>``."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
 
 
 class Webhook:
-    """Posts alert transitions; failures are logged, never raised into the evaluator.
+    """Posts alert transitions; failures are logged and counted, never raised.
 
     A :class:`~flask_v2rollout.decisions.notify.Notifier` that subscribes to every
     channel: it receives each transition whatever the rule's ``notify:`` list says.
@@ -22,25 +35,22 @@ class Webhook:
     name = "webhook"
     channels: frozenset[str] | None = None
 
-    def __init__(self, url: str, *, timeout_s: float, retries: int) -> None:
+    def __init__(self, url: str, *, timeout_s: float, retries: int, secret: str | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.url = url
         self.timeout_s = timeout_s
-        self.session = requests.Session()
-        retry = Retry(total=retries, connect=retries, read=retries, status=retries, backoff_factor=0.2,
-                      status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"POST"}))
-        adapter = HTTPAdapter(max_retries=retry)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.sent = 0
-        self.failed = 0
+        self.retries = retries
+        self._secret = secret
+        self._wall_clock = wall_clock
 
     def send(self, payload: Mapping[str, Any]) -> bool:
-        try:
-            response = self.session.post(self.url, json=dict(payload), timeout=self.timeout_s)
-            response.raise_for_status()
-        except requests.RequestException as exc:
-            self.failed += 1
-            log.error("v2rollout: alert webhook failed: %s", exc)
-            return False
-        self.sent += 1
-        return True
+        body = json.dumps(dict(payload), default=str).encode()
+        return deliver(self.name, partial(self._attempt, body), timeout_s=self.timeout_s, retries=self.retries)
+
+    def _attempt(self, body: bytes, deadline: Deadline) -> None:
+        headers = {"Content-Type": "application/json"}
+        if self._secret:
+            timestamp = str(int(self._wall_clock()))  # signed afresh for each attempt
+            headers[TIMESTAMP_HEADER] = timestamp
+            headers[SIGNATURE_HEADER] = signature(self._secret, timestamp, body)
+        check_status(post(self.url, body, headers, deadline))
