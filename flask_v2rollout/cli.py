@@ -238,7 +238,8 @@ def alerts(rollout_name: str | None, history: bool, as_json: bool) -> None:
             or "no alerts yet")
     else:
         _emit(rows, as_json, lambda rs: "\n".join(
-            f"{r['rollout']}  {r['severity']}  {r['rule']}: {r['state']} — {r['action']}" for r in rs
+            f"{r['rollout']}  {r['severity']}  {r['rule']}: {r['state']} — {r['action']}"
+            + (f" (last evaluated {_iso(r['evaluated_at'])})" if r.get("evaluated_at") else "") for r in rs
         ) or "no active alerts")
 
 
