@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import csv
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable, TextIO
+from typing import TextIO
 
 from .nfl import MAX_PLAYER_NAME_LENGTH, TEAMS, normalize_player_name, normalize_team
 from .players import canonical_spellings

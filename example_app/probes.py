@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Iterator
 
 from .calculators import EFFICIENCY_WEEKS, EFFICIENCY_WINDOW_SQL, MIN_RED_ZONE_ATTEMPTS, MIN_WEEKS
 from .db import REQUIRED_INDEXES, connect

@@ -98,7 +98,8 @@ def test_pending_firing_resolved_with_signals_webhook_and_history(make_app, tmp_
         slow["ms"] = 0.0
         hours["value"] = 30.0
         resolved = minute()["transitions"]
-        assert sorted((t["rule"], t["kind"]) for t in resolved) == [("slow_v2", "resolved"), ("stale_game_log", "fired")]
+        assert sorted((t["rule"], t["kind"]) for t in resolved) == [
+            ("slow_v2", "resolved"), ("stale_game_log", "fired")]
         history = ext.alert_history("calc")
     assert [(e["rule"], e["event"]) for e in reversed(history)] == [
         ("slow_v2", "fired"), ("slow_v2", "resolved"), ("stale_game_log", "fired")]

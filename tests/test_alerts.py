@@ -25,9 +25,11 @@ RUNBOOK = {  # name: (severity, notify, action) — the runbook's table, verbati
     "v2_database_connection_failure": ("CRITICAL", ("pagerduty", "slack"),
                                        "emergency rollback; check database, pool, logs"),
     "v2_very_high_error_rate": ("CRITICAL", ("pagerduty", "slack"),
-                                "automatic rollback to 0 % (V2ROLLOUT_AUTO_ROLLBACK); review errors, recent changes, data"),
+                                "automatic rollback to 0 % (V2ROLLOUT_AUTO_ROLLBACK); "
+                                "review errors, recent changes, data"),
     "v2_high_error_rate": ("HIGH", ("slack", "email"),
-                           "gradual rollback one step (100 → 50 → 10, the autopilot does it); find failing QBs/matchups"),
+                           "gradual rollback one step (100 → 50 → 10, the autopilot does it); "
+                           "find failing QBs/matchups"),
     "v2_performance_degradation_critical": ("HIGH", ("slack",),
                                             "check indexes, load; VACUUM/ANALYZE; consider rollback"),
     "v2_conversion_rate_drop": ("HIGH", ("slack", "email"),

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import procs
-from helpers import build_app
 from flask_v2rollout import V2Rollout
+from helpers import build_app
 
 CTX = mp.get_context("spawn")
 

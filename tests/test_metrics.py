@@ -166,7 +166,7 @@ def test_store_down_during_traffic_loses_and_doubles_nothing(make_app, tmp_path:
         con = sqlite3.connect(db)
         con.execute("ALTER TABLE v2rollout_counters RENAME TO v2rollout_counters_away")
         con.commit()
-        for round_ in range(3):
+        for _ in range(3):
             for i in range(100):
                 ext.calculate("calc", {"i": i, "player": "A"}, user_id=f"u{i}")
             assert not ext.flush()

@@ -7,9 +7,9 @@ import threading
 import time
 from pathlib import Path
 
-import procs
 import pytest
 
+import procs
 from flask_v2rollout import Fallback, V2Rollout, signals
 from flask_v2rollout.compare import CLOSE, EXACT, MODERATE, compare_values
 from flask_v2rollout.shadow import ShadowJob, ShadowRunner

@@ -264,8 +264,9 @@ class GunicornServer:
             return self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self._proc.pid, signal.SIGKILL)  # its own session: the group is the master and its workers
-            self._proc.wait()
-            raise RuntimeError(f"gunicorn ignored SIGTERM for {timeout}s; killed:\n{_tail(self.stderr_path)}")
+            self._proc.wait(timeout)
+            raise RuntimeError(
+                f"gunicorn ignored SIGTERM for {timeout}s; killed:\n{_tail(self.stderr_path)}") from None
 
 
 def start_gunicorn(app_spec: str, log_dir: Path, *, workers: int = 4, preload: bool = True,

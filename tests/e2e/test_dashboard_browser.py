@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from helpers import build_app, require
 from werkzeug.serving import make_server
 
 from flask_v2rollout import V2Rollout
 from flask_v2rollout.testing import Clock, use_clock
+from helpers import build_app, require
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",

@@ -94,7 +94,8 @@ def test_example_app_in_production_conditions(gunicorn_server, postgres_server, 
     assert all(status == 200 for status, _ in results), {s for s, _ in results}
     v2_assigned = [b for _, b in results if b["metadata"]["assigned_version"] == "v2"]
     assert {b["metadata"]["assigned_version"] for _, b in results} == {"v1", "v2"}
-    assert all(md5_v2(f"user-{i}", 50) == (b["metadata"]["assigned_version"] == "v2") for i, (_, b) in enumerate(results))
+    assert all(md5_v2(f"user-{i}", 50) == (b["metadata"]["assigned_version"] == "v2")
+               for i, (_, b) in enumerate(results))
     fell_back = sum(b["metadata"]["fallback_to_v1"] for b in v2_assigned) / len(v2_assigned)
     figures["e_fallback_rate_pct_in_responses"] = round(fell_back * 100, 2)
     assert abs(fell_back - 0.30) <= 0.01

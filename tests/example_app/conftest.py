@@ -4,9 +4,10 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import sys
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
