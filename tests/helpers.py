@@ -52,3 +52,24 @@ def free_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/hook"
+
+
+# Every wait in the tests is bounded: a hang becomes a clear failure, never a stuck run.
+WAIT_S = 60.0
+
+
+def recv(conn: Any, timeout: float = WAIT_S, what: str = "the child process's message") -> Any:
+    """``conn.recv()`` that fails after ``timeout`` seconds instead of blocking forever."""
+    if not conn.poll(timeout):
+        raise AssertionError(f"no {what} within {timeout}s")
+    return conn.recv()
+
+
+def join(worker: Any, timeout: float = WAIT_S, what: str | None = None) -> None:
+    """Join a thread or process; fail if it is still running after ``timeout`` (a process is killed then)."""
+    worker.join(timeout)
+    if worker.is_alive():
+        if hasattr(worker, "kill"):
+            worker.kill()
+            worker.join(5)
+        raise AssertionError(f"{what or worker!r} still running after {timeout}s")

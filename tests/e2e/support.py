@@ -459,7 +459,9 @@ class OtlpReceiver:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
-        self._thread.join()
+        self._thread.join(10)
+        if self._thread.is_alive():
+            raise RuntimeError("OTLP receiver thread did not stop within 10 s")
 
     def store(self, message: Message) -> None:
         """Keep one decoded export and wake every ``wait_for_spans``."""
