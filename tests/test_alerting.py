@@ -75,11 +75,8 @@ def test_pending_firing_resolved_with_signals_webhook_and_history(make_app, tmp_
     ext.register("calc", v1=lambda x: x, v2=v2)
     hours = {"value": 2.0}
     ext.probe("last_game_log_import_hours_ago")(lambda: hours["value"])
-    # Flushes and evaluations are the test's own, minute by minute: the background flusher stays out (its first
-    # cycle would evaluate on its own, taking a transition or the lease, when the test outlasts its interval).
     app, _ = make_app(ext, V2ROLLOUT_ALERT_RULES=str(rules), V2ROLLOUT_WEBHOOK_URL=receiver.url,
-                      V2ROLLOUT_DEFAULTS={"v2_rollout_percentage": 100}, V2ROLLOUT_ALERT_WINDOW_S=60,
-                      V2ROLLOUT_METRICS_FLUSH_S=3600)
+                      V2ROLLOUT_DEFAULTS={"v2_rollout_percentage": 100}, V2ROLLOUT_ALERT_WINDOW_S=60)
     clock = Clock(start=1_900_000_000)
 
     def minute(n: int = 20) -> dict:

@@ -36,12 +36,8 @@ def error_prone_v2(x: int) -> float:
 def simulation_app(make_app, v2, **config):
     ext = V2Rollout()
     ext.register("calc", v1=lambda x: float(x), v2=v2)
-    # The simulation flushes and evaluates explicitly. The background flusher must stay out of it: its first
-    # cycle (after V2ROLLOUT_METRICS_FLUSH_S of real time, reached on a slow machine) evaluates once whatever
-    # V2ROLLOUT_EVALUATE_EVERY_S says, and would roll back or hold the lease in the middle of the test.
     app, _ = make_app(ext, V2ROLLOUT_STAGE_DURATIONS=STAGE_S, V2ROLLOUT_WATCH_INTERVAL_S=60,
-                      V2ROLLOUT_GATE_MIN_USERS=100, V2ROLLOUT_EVALUATE_EVERY_S=10**9,
-                      V2ROLLOUT_METRICS_FLUSH_S=3600, **config)
+                      V2ROLLOUT_GATE_MIN_USERS=100, V2ROLLOUT_EVALUATE_EVERY_S=10**9, **config)
     return app, ext
 
 
