@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test clean
+.PHONY: demo test pytest typecheck lint docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -13,8 +13,30 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(PY) -m example_app.demo
 
+PYTEST := $(PY) -m pytest -q
+MYPY := $(VENV)/bin/mypy
+RUFF := $(VENV)/bin/ruff check .
+MKDOCS := $(VENV)/bin/mkdocs build --strict --quiet
+
+# The tests, then the checks that keep the code typed, linted and documented, in this order; each must pass.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PYTEST)
+	$(MYPY)
+	$(RUFF)
+	$(MKDOCS)
+
+pytest: $(STAMP)
+	$(PYTEST)
+
+typecheck: $(STAMP)
+	$(MYPY)
+
+lint: $(STAMP)
+	$(RUFF)
+
+# The site goes to site/ (git-ignored); --strict fails on broken links and anchors.
+docs: $(STAMP)
+	$(MKDOCS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info .mypy_cache .ruff_cache

@@ -15,8 +15,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib.metadata import version
-from typing import Any, Callable
+from typing import Any
 
 import laboratory
 from flask import Flask
@@ -58,7 +59,7 @@ def per_call_us(deciders: list[Decide]) -> list[float]:
     """Median over ``REPEATS`` of µs per call, every user decided ``PASSES`` times; repeats interleaved."""
     samples: list[list[float]] = [[] for _ in deciders]
     for _ in range(REPEATS):
-        for decide, out in zip(deciders, samples):
+        for decide, out in zip(deciders, samples, strict=True):
             start = time.perf_counter()
             for _ in range(PASSES):
                 for uid in USERS:
@@ -156,7 +157,7 @@ def decisions(gb: GrowthBook, unl: UnleashClient, ld: LDClient) -> None:
         shares = [v2_share(decide) for _, decide in paths]
         times = per_call_us([decide for _, decide in paths])
     ours_us, bucket_us = times[0], times[1]
-    for (name, _), share, us in zip(paths, shares, times):
+    for (name, _), share, us in zip(paths, shares, times, strict=True):
         print(f"  {name:34} {share:8.1%} {us:8.3f} {us / ours_us:11.2f}x {us / bucket_us:8.2f}x")
 
 

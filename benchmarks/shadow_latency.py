@@ -24,8 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shadow_app import create_app  # noqa: E402
@@ -37,7 +37,8 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1]
 
 
-def interleave(get_off: Callable[[int], None], get_on: Callable[[int], None], n: int) -> tuple[list[float], list[float]]:
+def interleave(get_off: Callable[[int], None], get_on: Callable[[int], None],
+               n: int) -> tuple[list[float], list[float]]:
     off, on = [], []
     for i in range(n):
         for fn, out in ((get_off, off), (get_on, on)) if i % 2 else ((get_on, on), (get_off, off)):
@@ -124,7 +125,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
 
-    (app_off, _), (app_on, ext_on) = create_app(False), create_app(True)
+    (app_off, _), (app_on, _) = create_app(False), create_app(True)
     c_off, c_on = app_off.test_client(), app_on.test_client()
     for i in range(100):
         c_off.get(f"/edge/{i}")

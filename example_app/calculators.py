@@ -11,7 +11,8 @@ from __future__ import annotations
 import abc
 import math
 import sqlite3
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from flask_v2rollout import Fallback
 

@@ -20,7 +20,7 @@ import os
 import random
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from .db import connect, create_schema
@@ -291,7 +291,7 @@ def generate(conn: sqlite3.Connection, seed: int = SEED, now: datetime | None = 
     rng = random.Random(seed)
     market_rng = random.Random(f"market-{seed}")  # its own stream: lines never shift the games
     qbs = quarterbacks(rng)
-    imported_at = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    imported_at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
     n_plays = n_logs = 0
     players: set[str] = set()
     with conn:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import csv
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Iterable, TextIO
+from datetime import UTC, datetime
+from typing import TextIO
 
 from .nfl import MAX_PLAYER_NAME_LENGTH, TEAMS, normalize_player_name, normalize_team
 from .players import canonical_spellings
@@ -124,7 +125,7 @@ def import_game_log(
             rows = read_csv(stream, canonical_spellings(conn))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise GameLogImportError(f"not a readable UTF-8 CSV file ({exc})") from None
-    imported_at = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    imported_at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
     with conn:
         replaced = conn.execute(
             "DELETE FROM player_game_log WHERE season = ? AND week = ?", (season, week)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from datetime import datetime, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from .calculators import EFFICIENCY_WEEKS, EFFICIENCY_WINDOW_SQL, MIN_RED_ZONE_ATTEMPTS, MIN_WEEKS
 from .db import REQUIRED_INDEXES, connect
@@ -53,7 +53,7 @@ def last_game_log_import_hours_ago(path: str, now: datetime | None = None) -> fl
         latest = conn.execute("SELECT MAX(imported_at) FROM game_log_imports").fetchone()[0]
     if latest is None:
         return None
-    age = (now or datetime.now(timezone.utc)) - datetime.fromisoformat(latest)
+    age = (now or datetime.now(UTC)) - datetime.fromisoformat(latest)
     return round(age.total_seconds() / 3600.0, 2)
 
 

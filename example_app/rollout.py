@@ -6,7 +6,8 @@ Registered once at import, like any Flask extension object; every app made by
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import current_app, request
 

@@ -1,8 +1,9 @@
 """Shadow comparison: extracting numbers and classifying agreement (pure, no Flask)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 Extractor = Callable[[Any], Any]
 

@@ -6,7 +6,7 @@ Alembic adds this metadata to ``target_metadata``.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -26,7 +26,7 @@ metadata = MetaData()
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 #: One row per rollout: its four flags as JSON and a version for optimistic concurrency.

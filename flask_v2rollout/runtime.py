@@ -176,6 +176,11 @@ class Runtime:
             "notifications": self.notifications.counters(),
         }
 
+    def after_fork(self) -> None:
+        """In a forked child: empty counters, no calls in flight (the parent's are not running here)."""
+        self.recorder.reset()
+        self.in_flight.reset()
+
     def shutdown(self) -> None:
         """At exit: let shadow work finish (bounded), flush what was counted, give queued alerts one deadline."""
         self.shadow.shutdown()
@@ -250,7 +255,7 @@ def _weak_call(obj: Any, method: Callable[[Any], None]) -> Callable[[], None]:
 
 def _at_fork_and_exit(runtime: Runtime) -> None:
     """A forked child starts with empty counters; every process flushes at exit."""
-    os.register_at_fork(after_in_child=_weak_call(runtime, lambda r: (r.recorder.reset(), r.in_flight.reset())))
+    os.register_at_fork(after_in_child=_weak_call(runtime, Runtime.after_fork))
     atexit.register(_weak_call(runtime, lambda r: r.shutdown()))
 
 

@@ -14,9 +14,9 @@ point estimates:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Iterable, Mapping
 
 _NORMAL = NormalDist()
 

@@ -15,15 +15,16 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata as _dist
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry import context as otel_context
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry._logs._internal import ProxyLoggerProvider as _ProxyLoggerProvider
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
@@ -495,7 +496,7 @@ def _instrument_flask(app: Flask, providers: OtlpProviders) -> None:
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
     except ImportError:
         return
-    FlaskInstrumentor().instrument_app(
+    FlaskInstrumentor().instrument_app(  # type: ignore[no-untyped-call]
         app, tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider)
 
 

@@ -1,14 +1,15 @@
 """Shared fixtures: real Flask apps on real SQLite files."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from flask import Flask
-from helpers import build_app
 
 from flask_v2rollout import V2Rollout
+from helpers import build_app
 
 
 @pytest.fixture

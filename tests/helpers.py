@@ -12,9 +12,16 @@ from flask_v2rollout import V2Rollout
 
 
 def build_app(instance: Path, ext: V2Rollout | None = None, **config: Any) -> tuple[Flask, V2Rollout]:
-    """A small host app with one route that calls ``calculate()``."""
+    """A small host app with one route that calls ``calculate()``.
+
+    Its metrics flush (and alerts, rollback and autopilot are evaluated) when the test says so: the background
+    flusher's interval is an hour unless a test sets ``V2ROLLOUT_METRICS_FLUSH_S``. With the default 5 s, a test
+    outlasting it on a slow machine gets a flush of its own mid-test, and the evaluation after that first flush
+    runs whatever ``V2ROLLOUT_EVALUATE_EVERY_S`` says: an extra failure counted, an alert transition or the
+    evaluation lease taken, an automatic rollback in the middle of the traffic.
+    """
     app = Flask("host", instance_path=str(instance))
-    app.config.update({"SECRET_KEY": "test-secret", "TESTING": True, **config})
+    app.config.update({"SECRET_KEY": "test-secret", "TESTING": True, "V2ROLLOUT_METRICS_FLUSH_S": 3600, **config})
     ext = ext or V2Rollout()
     ext.init_app(app)
 
@@ -52,3 +59,24 @@ def free_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/hook"
+
+
+# Every wait in the tests is bounded: a hang becomes a clear failure, never a stuck run.
+WAIT_S = 60.0
+
+
+def recv(conn: Any, timeout: float = WAIT_S, what: str = "the child process's message") -> Any:
+    """``conn.recv()`` that fails after ``timeout`` seconds instead of blocking forever."""
+    if not conn.poll(timeout):
+        raise AssertionError(f"no {what} within {timeout}s")
+    return conn.recv()
+
+
+def join(worker: Any, timeout: float = WAIT_S, what: str | None = None) -> None:
+    """Join a thread or process; fail if it is still running after ``timeout`` (a process is killed then)."""
+    worker.join(timeout)
+    if worker.is_alive():
+        if hasattr(worker, "kill"):
+            worker.kill()
+            worker.join(5)
+        raise AssertionError(f"{what or worker!r} still running after {timeout}s")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from flask_v2rollout import ConflictError, V2Rollout
+from helpers import WAIT_S, recv
 
 
 def _app(instance: str, uri: str, ttl: float):
@@ -22,7 +23,7 @@ def watch_percentage(instance: str, uri: str, ttl: float, target: float, conn: A
     app, _ = _app(instance, uri, ttl)
     client = app.test_client()
     conn.send(client.get("/flags").get_json()["v2_rollout_percentage"])
-    conn.recv()  # the parent has written
+    recv(conn, what="word that the parent has written")
     deadline = time.monotonic() + 10 * ttl + 5
     while time.monotonic() < deadline:
         if client.get("/flags").get_json()["v2_rollout_percentage"] == target:
@@ -54,14 +55,14 @@ def serve_through_failure(instance: str, uri: str, ttl: float, conn: Any) -> Non
         raise AssertionError(f"store never became healthy={healthy}")
 
     conn.send(burst(20))
-    conn.recv()  # store broken
+    recv(conn, what="word that the store is broken")
     serve_until(False)
     during = burst(200)
     with app.app_context():
         health = ext.health()
         flags = ext.flags("calc")
     conn.send((during, health, flags))
-    conn.recv()  # store repaired
+    recv(conn, what="word that the store is repaired")
     serve_until(True)
     with app.app_context():
         conn.send((burst(20), ext.flags("calc")))
@@ -70,7 +71,7 @@ def serve_through_failure(instance: str, uri: str, ttl: float, conn: Any) -> Non
 def racing_writer(instance: str, uri: str, value: float, expected: int, barrier: Any, conn: Any) -> None:
     app, ext = _app(instance, uri, 1.0)
     with app.app_context():
-        barrier.wait()
+        barrier.wait(WAIT_S)
         try:
             ext.set_flag("calc", "v2_rollout_percentage", value, actor=f"writer-{value:g}",
                          reason="race", expected_version=expected)
@@ -91,7 +92,7 @@ def racing_evaluator(instance: str, uri: str, barrier: Any, conn: Any) -> None:
     app.config.update(V2ROLLOUT_DATABASE_URI=uri)
     ext.init_app(app)
     with app.app_context():
-        barrier.wait()
+        barrier.wait(WAIT_S)
         report = ext.evaluate()
     conn.send(None if report is None else {k: v["auto_rollback"] for k, v in report.items()})
 
@@ -103,7 +104,7 @@ def hanging_v2(instance: str, conn: Any) -> None:
 
     forever = threading.Event()
     ext = V2Rollout()
-    ext.register("calc", v1=lambda x: {"edge": float(x)}, v2=lambda x: forever.wait(), extract="edge")
+    ext.register("calc", v1=lambda x: {"edge": float(x)}, v2=lambda x: forever.wait(10 * WAIT_S), extract="edge")
     from helpers import build_app
 
     app, _ = build_app(Path(instance), ext, V2ROLLOUT_DEFAULTS={"v2_shadow_mode_enabled": True},

@@ -15,11 +15,11 @@ from urllib.parse import quote
 import pytest
 from flask import Flask, request
 from flask.testing import FlaskClient
-from helpers import build_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flask_v2rollout import FLAG_NAMES, V2Rollout
+from helpers import build_app
 
 TOKEN = "s3cret-admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

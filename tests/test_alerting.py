@@ -111,7 +111,7 @@ def test_pending_firing_resolved_with_signals_webhook_and_history(make_app, tmp_
     assert [kw["rule"] for kw in signals.named("alert_fired")] == ["slow_v2", "stale_game_log"]
     assert signals.named("alert_resolved")[0]["severity"] == "MEDIUM"
     with receiver.arrived:
-        receiver.arrived.wait_for(lambda: len(receiver.received) == 3, timeout=10)
+        assert receiver.arrived.wait_for(lambda: len(receiver.received) == 3, timeout=10), receiver.received
     assert [(b["event"], b["rule"]) for b in receiver.received] == [
         ("alert_fired", "slow_v2"), ("alert_resolved", "slow_v2"), ("alert_fired", "stale_game_log")]
     assert receiver.received[0]["rollout"] == "calc" and receiver.received[0]["values"]["v2_p95_ms"] > 5
@@ -152,14 +152,13 @@ def test_test_alert_reaches_the_webhook(make_app, receiver) -> None:
     result = app.test_cli_runner().invoke(cli, ["test-alert", "--actor", "ops"])
     assert result.exit_code == 0 and "delivered" in result.output
     with receiver.arrived:
-        receiver.arrived.wait_for(lambda: receiver.received, timeout=10)
+        assert receiver.arrived.wait_for(lambda: receiver.received, timeout=10), "no test alert within 10 s"
     assert receiver.received[0]["event"] == "alert_test" and receiver.received[0]["actor"] == "ops"
 
 
 def test_test_alert_fails_clearly_without_a_working_webhook(make_app) -> None:
-    from helpers import free_port_url
-
     from flask_v2rollout.cli import cli
+    from helpers import free_port_url
 
     ext = V2Rollout()
     ext.register("calc", v1=abs, v2=abs)

@@ -10,6 +10,7 @@ import pytest
 import procs
 from flask_v2rollout import Fallback, GateError, V2Rollout
 from flask_v2rollout.testing import Clock, shadow_sync, use_clock
+from helpers import join, recv
 
 STAGE_S = {"shadow": 120, "canary": 180, "staged": 240, "full": 300}
 MANUAL = ("zero_complaints", "higher_quality", "team_ready", "team_confident", "satisfaction_kept", "docs_complete")
@@ -137,9 +138,9 @@ def test_error_spike_rolls_back_once_while_four_evaluators_race(make_app, user_f
         child.start()
         pipes.append(here)
         children.append(child)
-    reports = [p.recv() for p in pipes]
+    reports = [recv(p) for p in pipes]
     for child in children:
-        child.join(30)
+        join(child)
     rolled_back = [r for r in reports if r and r["calc"]]
     assert len(rolled_back) == 1, reports
     with app.app_context():

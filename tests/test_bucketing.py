@@ -34,7 +34,7 @@ def test_monotonic_from_hundredth_to_full() -> None:
     previous = [False] * len(sample)
     for pct in steps:
         current = [in_rollout(u, pct) for u in sample]
-        assert all(c for p, c in zip(previous, current) if p), f"a user left v2 when going to {pct}"
+        assert all(c for p, c in zip(previous, current, strict=True) if p), f"a user left v2 when going to {pct}"
         previous = current
     assert all(previous)
 
@@ -55,7 +55,7 @@ def test_salt_gives_independent_cohort() -> None:
     sample = IDS[:40_000]
     plain = [in_rollout(u, 50) for u in sample]
     salted = [in_rollout(u, 50, salt="pricing") for u in sample]
-    both = sum(a and b for a, b in zip(plain, salted)) / len(sample)
+    both = sum(a and b for a, b in zip(plain, salted, strict=True)) / len(sample)
     assert abs(both - 0.25) < 0.01  # independent halves overlap on a quarter
     assert abs(sum(salted) / len(sample) - 0.5) < 0.01
 

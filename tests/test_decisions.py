@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import yaml
 from flask import Flask
-from helpers import build_app
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from flask_v2rollout import ConflictError, GateError, V2Rollout
 from flask_v2rollout.errors import StaleDecisionError
 from flask_v2rollout.signals import alert_fired, flag_changed
+from helpers import build_app
 
 WAIT_S = 20.0
 TRUE, FALSE = "v2_rollout_percentage >= 0", "v2_rollout_percentage < 0"
@@ -68,42 +68,48 @@ def before_flag_update(app: Flask, action: Callable[[], None]) -> Iterator[list[
         event.remove(engine, "before_cursor_execute", hook)
 
 
+def race_once(app: Flask, ext: V2Rollout, trial: int) -> str:
+    """advance() and rollback(target=0) released together; returns what the advance saw."""
+    with app.app_context():
+        ext.set_flags("calc", {"v2_rollout_percentage": 10, "v2_shadow_mode_enabled": False}, actor="setup",
+                      reason=f"trial {trial}")
+    start = threading.Barrier(2, timeout=WAIT_S)
+    results: dict[str, str] = {}
+
+    def advance() -> None:
+        with app.app_context():
+            start.wait()
+            try:
+                ext.advance("calc", actor="ops")
+                results["advance"] = "advanced"
+            except StaleDecisionError:
+                results["advance"] = "stale"
+            except GateError:
+                results["advance"] = "not GO"
+
+    def rollback() -> None:
+        with app.app_context():
+            start.wait()
+            ext.rollback("calc", target=0, actor="oncall", reason="emergency")
+            results["rollback"] = "done"
+
+    threads = [threading.Thread(target=advance), threading.Thread(target=rollback)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT_S)
+    assert not any(t.is_alive() for t in threads) and results.get("rollback") == "done"
+    with app.app_context():
+        assert ext.flags("calc", fresh=True)["v2_rollout_percentage"] == 0, (trial, results)
+    return results["advance"]
+
+
 def test_advance_racing_an_emergency_rollback_never_ends_above_zero(tmp_path: Path) -> None:
     app, ext = canary_app(tmp_path)
     outcomes: dict[str, int] = {}
     for trial in range(200):
-        with app.app_context():
-            ext.set_flags("calc", {"v2_rollout_percentage": 10, "v2_shadow_mode_enabled": False}, actor="setup",
-                          reason=f"trial {trial}")
-        start = threading.Barrier(2, timeout=WAIT_S)
-        results: dict[str, str] = {}
-
-        def advance() -> None:
-            with app.app_context():
-                start.wait()
-                try:
-                    ext.advance("calc", actor="ops")
-                    results["advance"] = "advanced"
-                except StaleDecisionError:
-                    results["advance"] = "stale"
-                except GateError:
-                    results["advance"] = "not GO"
-
-        def rollback() -> None:
-            with app.app_context():
-                start.wait()
-                ext.rollback("calc", target=0, actor="oncall", reason="emergency")
-                results["rollback"] = "done"
-
-        threads = [threading.Thread(target=advance), threading.Thread(target=rollback)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(WAIT_S)
-        assert not any(t.is_alive() for t in threads) and results.get("rollback") == "done"
-        with app.app_context():
-            assert ext.flags("calc", fresh=True)["v2_rollout_percentage"] == 0, (trial, results)
-        outcomes[results["advance"]] = outcomes.get(results["advance"], 0) + 1
+        seen = race_once(app, ext, trial)
+        outcomes[seen] = outcomes.get(seen, 0) + 1
     print(f"advance vs rollback, 200 trials: {outcomes}; 0 ended above 0 %")
 
 

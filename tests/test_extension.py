@@ -36,7 +36,8 @@ def test_v2_failing_on_30_percent_falls_back_exactly(make_app) -> None:
     with app.app_context():
         ext.set_flag("calc", "v2_rollout_percentage", 100, actor="ops")
         with signals.fallback_used.connected_to(lambda s, **kw: fallbacks.append(kw["reason"]), app), \
-                signals.calculation_completed.connected_to(lambda s, **kw: completed.append(kw["outcome"].version), app):
+                signals.calculation_completed.connected_to(
+                    lambda s, **kw: completed.append(kw["outcome"].version), app):
             outcomes = [ext.calculate("calc", i, user_id=f"user-{i}") for i in range(10_000)]
     assert len(fallbacks) == 3_000
     assert fallbacks.count("exception:Boom") == 2_000 and fallbacks.count("insufficient weeks") == 1_000
@@ -297,7 +298,8 @@ def test_admin_requests_are_not_assigned(make_app) -> None:
     app, _ = make_app(ext, V2ROLLOUT_ADMIN_TOKEN="t0ken")
     seen = []
     with signals.version_assigned.connected_to(lambda s, **kw: seen.append(kw), app):
-        response = app.test_client().get("/v2rollout/api/rollouts/calc/flags", headers={"Authorization": "Bearer t0ken"})
+        response = app.test_client().get("/v2rollout/api/rollouts/calc/flags",
+                                         headers={"Authorization": "Bearer t0ken"})
         assert response.status_code == 200 and "Set-Cookie" not in response.headers
         assert seen == []
         app.test_client().get("/calc/1")

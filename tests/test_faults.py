@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import sqlalchemy.exc
 from flask import Flask
-from helpers import build_app
 
 from flask_v2rollout import V2Rollout
 from flask_v2rollout.dispatch import Outcome
 from flask_v2rollout.metrics.recorder import Recorder
 from flask_v2rollout.metrics.store import MetricStore
 from flask_v2rollout.models import metadata
+from helpers import build_app
 
 WAIT_S = 10.0
 

@@ -26,7 +26,8 @@ def test_percentage_is_strict(value: object) -> None:
         validate_flag("v2_rollout_percentage", value)
 
 
-@pytest.mark.parametrize("value,expected", [(0, 0.0), (10, 10.0), (10.5, 10.5), (0.01, 0.01), (99.99, 99.99), (100, 100.0)])
+@pytest.mark.parametrize("value,expected",
+                         [(0, 0.0), (10, 10.0), (10.5, 10.5), (0.01, 0.01), (99.99, 99.99), (100, 100.0)])
 def test_percentage_accepts_two_decimals(value: float, expected: float) -> None:
     assert validate_flag("v2_rollout_percentage", value) == expected
 

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import procs
-from helpers import build_app
 from flask_v2rollout import V2Rollout
+from helpers import build_app, join, recv
 
 CTX = mp.get_context("spawn")
 
@@ -29,14 +29,14 @@ def test_change_in_one_process_is_served_by_another_within_ttl(tmp_path: Path) -
     child = CTX.Process(target=procs.watch_percentage, args=(str(tmp_path / "child"), uri, ttl, 37.5, there))
     child.start()
     try:
-        assert here.recv() == 0.0  # the child has cached the old value
+        assert recv(here) == 0.0  # the child has cached the old value
         with app.app_context():
             ext.set_flag("calc", "v2_rollout_percentage", 37.5, actor="ops", reason="test")
         written = time.monotonic()
         here.send("written")
-        status, seen = here.recv()
+        status, seen = recv(here)
     finally:
-        child.join(timeout=30)
+        join(child)
     assert status == "seen"
     lag = seen - written
     print(f"flag change served by the other process after {lag:.3f} s (TTL {ttl} s)")
@@ -54,14 +54,14 @@ def test_failing_store_serves_last_known_flags_without_errors(tmp_path: Path) ->
     child = CTX.Process(target=procs.serve_through_failure, args=(str(tmp_path / "child"), uri, 0.2, there))
     child.start()
     try:
-        before = here.recv()
+        before = recv(here)
         assert before == [(200, "v2")] * 20
         # Break the store for real: the table the flags live in disappears.
         con = sqlite3.connect(db)
         con.execute("ALTER TABLE v2rollout_flags RENAME TO v2rollout_flags_moved")
         con.commit()
         here.send("broken")
-        during, health, flags = here.recv()
+        during, health, flags = recv(here)
         assert during == [(200, "v2")] * 200  # last-known flags: still 100 %, no error
         assert flags["v2_rollout_percentage"] == 100.0
         assert health["flag_store"]["healthy"] is False
@@ -72,11 +72,11 @@ def test_failing_store_serves_last_known_flags_without_errors(tmp_path: Path) ->
         con.commit()
         con.close()
         here.send("repaired")
-        after, flags = here.recv()
+        after, flags = recv(here)
         assert after == [(200, "v1")] * 20
         assert flags["v2_rollout_percentage"] == 0.0
     finally:
-        child.join(timeout=30)
+        join(child)
     assert child.exitcode == 0
 
 
@@ -107,9 +107,9 @@ def test_two_concurrent_writers_one_wins_one_conflicts(tmp_path: Path) -> None:
         child.start()
         pipes.append(here)
         children.append(child)
-    results = [p.recv() for p in pipes]
+    results = [recv(p) for p in pipes]
     for child in children:
-        child.join(timeout=30)
+        join(child)
     kinds = sorted(r[0] for r in results)
     assert kinds == ["conflict", "won"], results
     winner = next(r[1] for r in results if r[0] == "won")

@@ -166,7 +166,7 @@ def test_store_down_during_traffic_loses_and_doubles_nothing(make_app, tmp_path:
         con = sqlite3.connect(db)
         con.execute("ALTER TABLE v2rollout_counters RENAME TO v2rollout_counters_away")
         con.commit()
-        for round_ in range(3):
+        for _ in range(3):
             for i in range(100):
                 ext.calculate("calc", {"i": i, "player": "A"}, user_id=f"u{i}")
             assert not ext.flush()
@@ -213,8 +213,12 @@ def test_retention_prunes_old_rows_at_flush(make_app) -> None:
 
 
 def test_series_gives_one_point_per_minute(make_app) -> None:
+    from flask_v2rollout.testing import Clock, use_clock
+
     app, ext = metrics_app(make_app)
-    with app.app_context():
+    # A clock that stays inside one minute: on the real one, a minute turning between the calls and the read
+    # would leave the 30 calls in the point before the last.
+    with app.app_context(), use_clock(app, Clock(start=1_900_000_020)):
         for i in range(30):
             ext.calculate("calc", {"i": i, "player": "A"}, user_id="u")
         ext.flush()

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from helpers import free_port_url, require
 
 from flask_v2rollout import V2Rollout
 from flask_v2rollout.cli import cli
@@ -30,6 +29,7 @@ from flask_v2rollout.decisions.notify import Router
 from flask_v2rollout.decisions.pagerduty import PagerDuty
 from flask_v2rollout.decisions.slack import Slack
 from flask_v2rollout.decisions.webhook import Webhook
+from helpers import free_port_url, require
 
 WAIT = 10.0  # the longest any wait below may take before the test fails
 

@@ -7,12 +7,13 @@ import threading
 import time
 from pathlib import Path
 
-import procs
 import pytest
 
+import procs
 from flask_v2rollout import Fallback, V2Rollout, signals
 from flask_v2rollout.compare import CLOSE, EXACT, MODERATE, compare_values
 from flask_v2rollout.shadow import ShadowJob, ShadowRunner
+from helpers import WAIT_S, join, recv
 
 
 def edges(value: float) -> dict:
@@ -90,7 +91,7 @@ def test_request_never_waits_for_v2(make_app) -> None:
 
     def slow_v2(x: int) -> dict:
         started.set()
-        release.wait()
+        release.wait(WAIT_S)
         return edges(float(x))
 
     app, ext = shadow_app(make_app, slow_v2, V2ROLLOUT_SHADOW_TIMEOUT_MS=60_000)
@@ -111,8 +112,8 @@ def test_v2_that_hangs_forever_is_timed_out_dropped_and_bounded(tmp_path) -> Non
     here, there = ctx.Pipe()
     child = ctx.Process(target=procs.hanging_v2, args=(str(tmp_path), there))
     child.start()
-    result = here.recv()
-    child.join(60)
+    result = recv(here, timeout=120)
+    join(child)
     stuck_limit = 2 + result["max_stuck"]
     assert result["timeouts"] == stuck_limit  # the workers and their replacements, then no more threads
     assert result["pending"] == 1_000  # the queue is full, nothing beyond it is kept
@@ -166,7 +167,7 @@ def test_shutdown_drains_then_counts_the_rest_as_dropped() -> None:
     def job(i: int) -> ShadowJob:
         def run(j: ShadowJob) -> None:
             if i == 0:
-                release.wait()
+                release.wait(WAIT_S)
             if j.claim():
                 finished.append(i)
         return ShadowJob(run, lambda j: None, lambda j, why: dropped.append((i, why)), i)

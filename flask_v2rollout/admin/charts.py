@@ -6,8 +6,9 @@ minute of a bucket, since a latency spike is what an operator must not miss.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from markupsafe import Markup
 
@@ -51,10 +52,11 @@ def build_charts(series: Sequence[Mapping[str, Any]], bucket_minutes: int) -> li
     x_range = (float(series[0]["minute"]), float(series[-1]["minute"]) + 60.0)
 
     def arm_points(arm: str, figure: Any) -> list[tuple[float, float | None]]:
-        return [(t, figure([m["arms"][arm] for m in b])) for t, b in zip(starts, buckets)]
+        return [(t, figure([m["arms"][arm] for m in b])) for t, b in zip(starts, buckets, strict=True)]
 
     def per_min(rows: list[Mapping[str, Any]]) -> float:
-        return sum(r["calculations"] for r in rows) / len(rows)
+        total: float = sum(r["calculations"] for r in rows)
+        return total / len(rows)
 
     def worst_p95(rows: list[Mapping[str, Any]]) -> float | None:
         seen = [r["p95_ms"] for r in rows if r["p95_ms"] is not None]
@@ -79,5 +81,6 @@ def build_charts(series: Sequence[Mapping[str, Any]], bucket_minutes: int) -> li
         Chart("fallbacks", "v2 fallback rate", " %", (Line("v2", "v2", arm_points("v2", rate("fallbacks"))),),
               x_range, 100.0),
         Chart("agreement", "Shadow agreement rate", " %",
-              (Line("agreement", "agreement", [(t, agreement(b)) for t, b in zip(starts, buckets)]),), x_range, 100.0),
+              (Line("agreement", "agreement",
+                    [(t, agreement(b)) for t, b in zip(starts, buckets, strict=True)]),), x_range, 100.0),
     ]

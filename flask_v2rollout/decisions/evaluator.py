@@ -28,6 +28,7 @@ from ..jsonlog import JsonlLog
 from ..metrics.catalogue import Facts, Minimums, values
 from ..metrics.store import MetricStore
 from ..models import alert_events_table, alert_state_table, checks_table, counters_table
+from ..registry import Rollout
 from ..rules.alerts import Rule, RuleSet, RuleState, Transition, evaluate, rearm
 from ..rules.conditions import Interval, Value
 from ..rules.gates import (
@@ -44,7 +45,6 @@ from ..rules.gates import (
     rollback_decision,
     with_durations,
 )
-from ..registry import Rollout
 from ..rules.runbook import load_runbook
 from ..settings import Settings
 from . import lease
@@ -402,7 +402,8 @@ class Evaluator:
             rule = self.rules[rule_name] if rule_name in self.rules else None
             out.append({
                 "rollout": rollout, "rule": rule_name, "state": st.status, "since": st.since,
-                "fired_at": st.fired_at, "evaluated_at": st.evaluated_at, "no_data": st.no_data, "severity": rule.severity if rule else None,
+                "fired_at": st.fired_at, "evaluated_at": st.evaluated_at, "no_data": st.no_data,
+                "severity": rule.severity if rule else None,
                 "description": rule.description if rule else None, "action": rule.action if rule else None,
                 "notify": list(rule.notify) if rule else [],
             })

@@ -158,7 +158,7 @@ class MetricStore:
     def last_error(self) -> str | None:
         return self._failures.last_error
 
-    def failed(self, exc: Exception) -> None:
+    def failed(self, exc: BaseException) -> None:
         """Count a failed SQL write of metrics work; its data stays queued."""
         self._failures.record(exc, f"{len(self._retry)} batch(es) kept for retry")
         self.recorder.db_failure("metrics")

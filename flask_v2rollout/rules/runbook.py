@@ -47,7 +47,16 @@ import yaml
 
 from ..metrics.catalogue import BY_NAME, DEFAULT_MINIMUMS, INTERVALS, UNITS, MinimumName, Minimums
 from .alerts import NAME, SEVERITIES, RuleSet, Severity, rules_from
-from .conditions import UNIT_NAMES, AlertRuleError, Condition, Problem, Unit, parse_condition, parse_duration
+from .conditions import (
+    UNIT_NAMES,
+    AlertRuleError,
+    Condition,
+    MinSample,
+    Problem,
+    Unit,
+    parse_condition,
+    parse_duration,
+)
 from .gates import (
     CHECK_PREFIX,
     KINDS,
@@ -56,7 +65,6 @@ from .gates import (
     Kind,
     Matrix,
     MatrixRow,
-    MinSample,
     Signal,
     Stage,
 )

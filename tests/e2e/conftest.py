@@ -8,10 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers import require
 
-from .support import (PG_BIN, GunicornServer, OtlpReceiver, PostgresServer, postgres, postgres_user_exists,
-                      start_gunicorn)
+from .support import (
+    PG_BIN,
+    GunicornServer,
+    OtlpReceiver,
+    PostgresServer,
+    postgres,
+    postgres_user_exists,
+    start_gunicorn,
+)
 
 
 @pytest.fixture(scope="session")

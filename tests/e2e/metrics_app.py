@@ -51,6 +51,12 @@ def calc(x: int):
                    pid=os.getpid(), fallback=outcome.fallback_reason)
 
 
+@app.get("/health")
+def health():
+    """This worker's view of its stores (failures it has seen), so a test can wait until it noticed an outage."""
+    return jsonify({**rollout.health(), "pid": os.getpid()})
+
+
 @app.get("/flags")
 def flags():
     return jsonify(rollout.flags("calc"), pid=os.getpid())

@@ -264,8 +264,9 @@ class GunicornServer:
             return self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self._proc.pid, signal.SIGKILL)  # its own session: the group is the master and its workers
-            self._proc.wait()
-            raise RuntimeError(f"gunicorn ignored SIGTERM for {timeout}s; killed:\n{_tail(self.stderr_path)}")
+            self._proc.wait(timeout)
+            raise RuntimeError(
+                f"gunicorn ignored SIGTERM for {timeout}s; killed:\n{_tail(self.stderr_path)}") from None
 
 
 def start_gunicorn(app_spec: str, log_dir: Path, *, workers: int = 4, preload: bool = True,
@@ -458,7 +459,9 @@ class OtlpReceiver:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
-        self._thread.join()
+        self._thread.join(10)
+        if self._thread.is_alive():
+            raise RuntimeError("OTLP receiver thread did not stop within 10 s")
 
     def store(self, message: Message) -> None:
         """Keep one decoded export and wake every ``wait_for_spans``."""

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from helpers import build_app, require
 from werkzeug.serving import make_server
 
 from flask_v2rollout import V2Rollout
 from flask_v2rollout.testing import Clock, use_clock
+from helpers import build_app, join, require
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -53,7 +53,7 @@ def dashboard(tmp_path: Path) -> Iterator[tuple[str, Flask, V2Rollout]]:
         yield f"http://127.0.0.1:{server.server_port}/v2rollout", app, ext
     finally:
         server.shutdown()
-        thread.join()
+        join(thread)
 
 
 def test_operator_moves_and_rolls_back_a_rollout(dashboard: tuple[str, Flask, V2Rollout]) -> None:

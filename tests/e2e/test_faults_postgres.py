@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import build_app
 from sqlalchemy import create_engine
 
 from flask_v2rollout import V2Rollout
@@ -11,6 +10,7 @@ from flask_v2rollout.dispatch import Outcome
 from flask_v2rollout.metrics.recorder import Recorder
 from flask_v2rollout.metrics.store import MetricStore
 from flask_v2rollout.models import metadata
+from helpers import build_app
 
 from .support import PostgresServer
 

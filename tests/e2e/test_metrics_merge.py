@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,15 @@ def exact_p95(values: list[float]) -> float:
 
 def requests_for(n: int, offset: int = 0) -> list:
     return [("GET", f"/calc/{i}", None, {"X-User-Id": f"user-{i}"}) for i in range(offset, offset + n)]
+
+
+def outage_noticed(url: str) -> bool:
+    """Whether a worker answering now has counted a failed SQL read or write of its own (flag refresh, flush)."""
+    for status, health in drive(url, [("GET", "/health", None, None)] * 8, concurrency=8):
+        assert status == 200, health
+        if health["flag_store"]["failures"] >= 1 or health["metrics"]["flush_failures"] >= 1:
+            return True
+    return False
 
 
 def check_exact(results: list, metrics: dict) -> None:
@@ -54,6 +64,13 @@ def test_postgres_down_mid_load_loses_and_doubles_nothing(gunicorn_server, postg
     postgres_server.stop()
     try:
         during = drive(server.url, requests_for(600, 600), concurrency=8)
+        # Keep serving until a worker has noticed the outage (its flags' TTL or its flush interval ran out while
+        # the database was down), however fast the 600 requests went; the failure it counted is flushed later.
+        deadline, offset = time.monotonic() + 60, 10_000
+        while not outage_noticed(server.url):
+            assert time.monotonic() < deadline, "no worker noticed PostgreSQL was down within 60 s"
+            during += drive(server.url, requests_for(40, offset), concurrency=8)
+            offset += 40
     finally:
         postgres_server.start()
     after = drive(server.url, requests_for(600, 1200), concurrency=8)

@@ -4,12 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import build_app
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
 from flask_v2rollout import V2Rollout
 from flask_v2rollout.telemetry import configure_otlp
+from helpers import build_app
 
 from .support import OtlpReceiver, Span
 

@@ -17,7 +17,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from example_app.datagen import build_database
+from helpers import join
 
 from .support import REPO_ROOT, drive, merged_metrics
 
@@ -54,7 +57,7 @@ def worker_views(url: str, until: float, want: float, workers: int) -> dict[int,
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        join(t, until - time.monotonic() + 10)
     return first
 
 
@@ -67,6 +70,7 @@ def admin(url: str, method: str, path: str, body: dict) -> tuple[int, dict]:
     return response.status, json.loads(response.read())
 
 
+@pytest.mark.timeout(300)  # about 20 s on an idle machine, 10 s of which is the outage
 def test_example_app_in_production_conditions(gunicorn_server, postgres_server, tmp_path: Path) -> None:
     uri = postgres_server.create_database("production")
     nfl = tmp_path / "nfl_betting.db"
@@ -94,7 +98,8 @@ def test_example_app_in_production_conditions(gunicorn_server, postgres_server, 
     assert all(status == 200 for status, _ in results), {s for s, _ in results}
     v2_assigned = [b for _, b in results if b["metadata"]["assigned_version"] == "v2"]
     assert {b["metadata"]["assigned_version"] for _, b in results} == {"v1", "v2"}
-    assert all(md5_v2(f"user-{i}", 50) == (b["metadata"]["assigned_version"] == "v2") for i, (_, b) in enumerate(results))
+    assert all(md5_v2(f"user-{i}", 50) == (b["metadata"]["assigned_version"] == "v2")
+               for i, (_, b) in enumerate(results))
     fell_back = sum(b["metadata"]["fallback_to_v1"] for b in v2_assigned) / len(v2_assigned)
     figures["e_fallback_rate_pct_in_responses"] = round(fell_back * 100, 2)
     assert abs(fell_back - 0.30) <= 0.01
@@ -151,7 +156,7 @@ def test_example_app_in_production_conditions(gunicorn_server, postgres_server, 
         postgres_server.start()
         figures["d_outage_s"] = round(time.monotonic() - down, 2)
         stop_load.set()
-        loader.join()
+        join(loader)
     sent += outage
     assert outage and all(status == 200 for status, _ in outage), {s for s, _ in outage}
     assert {b["metadata"]["assigned_version"] for _, b in outage} == {"v1", "v2"}  # last-known 50 %, not 0 %

@@ -4,9 +4,10 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import sys
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -23,7 +24,7 @@ from example_app.db import connect, create_schema  # noqa: E402
 
 AppFactory = Callable[..., Flask]
 #: When the generated weeks count as imported (keeps time-dependent probes deterministic).
-GENERATED_AT = datetime(2025, 10, 21, 12, 0, tzinfo=timezone.utc)
+GENERATED_AT = datetime(2025, 10, 21, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="session")

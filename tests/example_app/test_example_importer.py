@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 from flask import Flask
@@ -16,7 +16,7 @@ from example_app.probes import last_game_log_import_hours_ago
 
 AppFactory = Callable[..., Flask]
 HEADER = ",".join(COLUMNS)
-NOW = datetime(2025, 10, 28, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 10, 28, 9, 0, tzinfo=UTC)
 
 
 def write_csv(tmp_path: Path, *rows: str, header: str = HEADER) -> str:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from example_app.simulate import is_loopback, simulate
+from helpers import join
 
 AppFactory = Callable[..., Flask]
 
@@ -21,7 +22,7 @@ def server(make_app: AppFactory) -> Iterator[BaseWSGIServer]:
     thread.start()
     yield srv
     srv.shutdown()
-    thread.join()
+    join(thread)
     srv.server_close()
 
 

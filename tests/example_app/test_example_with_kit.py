@@ -7,7 +7,6 @@ import pytest
 from flask import Flask
 
 from example_app.datagen import quarterbacks
-
 from example_app.rollout import ROLLOUT, rollout
 from flask_v2rollout.testing import force_version
 

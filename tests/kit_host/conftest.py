@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from host_app import create_app
 
 

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
+from host_app import rollout
 
 from flask_v2rollout.testing import force_version
-from host_app import rollout
 
 pytestmark = pytest.mark.usefixtures("v2rollout_shadow_sync")
 
