@@ -152,14 +152,14 @@ def test_error_spike_rolls_back_once_while_four_evaluators_race(make_app, user_f
         fired = [e for e in ext.alert_history("calc") if e["event"] == "fired"]
         assert sorted(e["rule"] for e in fired) == ["v2_high_error_rate", "v2_moderate_error_rate",
                                                      "v2_very_high_error_rate"]
-        assert {a["rule"] for a in ext.alerts("calc")} >= {"v2_very_high_error_rate"}
-        # A later evaluation, metrics unchanged: the rollback re-armed the rules — the firing ones resolve,
-        # nothing fires or rolls back again on the calls that caused it.
+        # After the rollback the rules re-arm (whichever evaluation comes next — a racing child's or this
+        # one): the firing ones resolve, once each, and nothing fires or rolls back again on those calls.
         again = ext.evaluate()
         assert again["calc"]["auto_rollback"] is False and again["calc"]["autopilot"] is None
-        assert {(t["kind"], t["note"]) for t in again["calc"]["transitions"]} == {
-            ("resolved", "re-armed: percentage 50 → 0")}
-        assert {t["rule"] for t in again["calc"]["transitions"]} == {
-            "v2_very_high_error_rate", "v2_high_error_rate", "v2_moderate_error_rate"}
+        events = [(e["rule"], e["event"], (e["detail"] or {}).get("note")) for e in ext.alert_history("calc")]
+        rearmed = sorted(rule for rule, event, note in events if event == "resolved")
+        assert rearmed == ["v2_high_error_rate", "v2_moderate_error_rate", "v2_very_high_error_rate"], events
+        assert {note for _, event, note in events if event == "resolved"} == {"re-armed: percentage 50 → 0"}
+        assert len([e for e in events if e[1] == "fired"]) == 3
         assert ext.alerts("calc") == []
         assert ext.evaluate()["calc"] == {"transitions": [], "auto_rollback": False, "autopilot": None}
