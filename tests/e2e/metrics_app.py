@@ -59,4 +59,4 @@ def health():
 
 @app.get("/flags")
 def flags():
-    return jsonify(rollout.flags("calc"), pid=os.getpid())
+    return jsonify({**rollout.flags("calc"), "pid": os.getpid()})
