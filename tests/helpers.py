@@ -14,7 +14,10 @@ from flask_v2rollout import V2Rollout
 def build_app(instance: Path, ext: V2Rollout | None = None, **config: Any) -> tuple[Flask, V2Rollout]:
     """A small host app with one route that calls ``calculate()``."""
     app = Flask("host", instance_path=str(instance))
-    app.config.update({"SECRET_KEY": "test-secret", "TESTING": True, **config})
+    # A test asserts what the first request sees, so it lets the very first flag read finish
+    # (production requests wait at most V2ROLLOUT_FLAG_READ_BUDGET_MS for it; tests/test_flag_refresh.py).
+    app.config.update({"SECRET_KEY": "test-secret", "TESTING": True, "V2ROLLOUT_FLAG_READ_BUDGET_MS": 10_000,
+                       **config})
     ext = ext or V2Rollout()
     ext.init_app(app)
 
