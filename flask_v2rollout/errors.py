@@ -63,7 +63,7 @@ class StoreFileError(RolloutError, SQLAlchemyError):
 
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(
-            f"flag store {path} {problem}; refusing to use a different database than the one this app "
-            "started with (see docs/operations.md, 'Flag store unhealthy')"
+            f"flag store {path} {problem}; refusing to put a new, empty database in its place "
+            "(docs/operations.md: 'Flag store unhealthy')"
         )
         self.path = path

@@ -12,6 +12,7 @@ the store unhealthy and refuses writes (:class:`StoreFileError`).
 """
 from __future__ import annotations
 
+import contextvars
 import decimal
 import json
 import logging
@@ -19,6 +20,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -221,6 +223,7 @@ class FlagStore:
         self._healthy = True
         #: background refreshes started by this process (tests and health read it)
         self.refreshes = 0
+        _settle_at_fork(self)
 
     # -- schema -------------------------------------------------------------
     def ensure_tables(self) -> None:
@@ -289,9 +292,9 @@ class FlagStore:
                 return  # another thread has just started or finished one
             refresh = self._inflight = _Refresh(os.getpid(), self._clock())
             self.refreshes += 1
-        try:
-            threading.Thread(target=self._run_refresh, args=(refresh,), name="v2rollout-flag-refresh",
-                             daemon=True).start()
+        try:  # in the caller's context: an operator command's "existing store only" holds in the thread too
+            threading.Thread(target=contextvars.copy_context().run, args=(self._run_refresh, refresh),
+                             name="v2rollout-flag-refresh", daemon=True).start()
         except RuntimeError as exc:  # no new threads (interpreter shutting down)
             self._finish(refresh)
             self._record_failure(exc)
@@ -321,6 +324,14 @@ class FlagStore:
         with self._idle:
             refresh.done.set()
             self._idle.notify_all()
+
+    def _before_fork(self) -> None:
+        """A child forked mid-refresh could inherit SQLAlchemy's and SQLite's locks held; let it finish first."""
+        self.wait_idle(self.stall_s)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = threading.Condition()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no refresh of this process is running; False if one still is after ``timeout``."""
@@ -551,6 +562,23 @@ class FlagStore:
             query = query.where(audit_table.c.rollout == rollout)
         with self._engine().connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+
+def _settle_at_fork(store: FlagStore) -> None:
+    """gunicorn --preload forks right after the app's first read, which may still be running in its thread."""
+    ref = weakref.ref(store)
+
+    def before() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._before_fork()
+
+    def after_in_child() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._after_fork_in_child()
+
+    os.register_at_fork(before=before, after_in_child=after_in_child)
 
 
 def _aware(value: datetime) -> datetime:

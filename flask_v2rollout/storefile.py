@@ -47,15 +47,18 @@ class StoreFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self._identity: tuple[int, int] | None = None
+        #: once an operator command used this store, a missing file stays an error (its exit flush too)
+        self._must_exist = False
 
     def problem(self) -> str | None:
         """What is wrong with the file now (one stat), or None; records the identity on first sight."""
+        self._must_exist = self._must_exist or _EXISTING_ONLY.get()
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             if self._identity is not None:
                 return "was deleted while this process was using it"
-            if _EXISTING_ONLY.get():
+            if self._must_exist:
                 return "does not exist (deleted or moved, or the app never ran; the app creates it on first use)"
             return None
         identity = (st.st_dev, st.st_ino)

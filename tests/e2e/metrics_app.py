@@ -51,6 +51,11 @@ def calc(x: int):
                    pid=os.getpid(), fallback=outcome.fallback_reason)
 
 
+@app.get("/health")
+def health():
+    return jsonify({**rollout.health(), "pid": os.getpid()})
+
+
 @app.get("/flags")
 def flags():
-    return jsonify(rollout.flags("calc"), pid=os.getpid())
+    return jsonify({**rollout.flags("calc"), "pid": os.getpid()})
