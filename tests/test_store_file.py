@@ -18,7 +18,8 @@ WAIT_S = 10.0
 
 def serving(tmp_path: Path, ext: V2Rollout, make_app):
     db = tmp_path / "store.db"
-    app, _ = make_app(ext, V2ROLLOUT_DATABASE_URI=f"sqlite:///{db}", V2ROLLOUT_FLAG_TTL_S=0.05)
+    app, _ = make_app(ext, V2ROLLOUT_DATABASE_URI=f"sqlite:///{db}", V2ROLLOUT_FLAG_TTL_S=0.05,
+                      V2ROLLOUT_ADMIN_TOKEN="t0ken")
     with app.app_context():
         ext.set_flag("calc", "v2_rollout_percentage", 100, actor="ops")
     return app, db
@@ -58,6 +59,9 @@ def test_lost_file_is_unhealthy_keeps_flags_and_refuses_writes(tmp_path: Path, e
         with pytest.raises(StoreFileError):
             ext.set_flag("calc", "v2_rollout_percentage", 0, actor="ops")
         result = app.test_cli_runner().invoke(cli, ["rollback", "--target", "0"])
+        api = app.test_client().post("/v2rollout/api/rollouts/calc/rollback", json={"target": 0},
+                                     headers={"Authorization": "Bearer t0ken"})
+    assert (api.status_code, api.get_json()["error"]["code"]) == (503, "store_unavailable")
     assert result.exit_code == 1
     assert f"{db} was {how}" in result.output
     assert db.exists() is (how == "replaced")
@@ -81,8 +85,11 @@ def test_cli_refuses_a_store_that_does_not_exist(tmp_path: Path, ext: V2Rollout,
         assert result.exit_code == 1, result.output
         assert f"{db} does not exist" in result.output
     assert not db.exists()
-    with app.app_context():  # the app itself creates it on first use
-        assert ext.flags("calc")["v2_rollout_percentage"] == 0.0
+    served = V2Rollout()
+    served.register("calc", v1=abs, v2=abs)
+    app, _ = make_app(served, instance="served", V2ROLLOUT_DATABASE_URI=f"sqlite:///{db}")
+    with app.app_context():  # the app (another process in production) creates it on first use
+        assert served.flags("calc")["v2_rollout_percentage"] == 0.0
     assert db.exists()
     assert app.test_cli_runner().invoke(cli, ["rollback", "--target", "0"]).exit_code == 0
 
