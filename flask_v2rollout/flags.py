@@ -221,7 +221,7 @@ class FlagStore:
         self._written: dict[str, int] = {}
         self._write_seq = 0
         self._healthy = True
-        #: background refreshes started by this process (tests and health read it)
+        #: background refreshes started by this process (tests read it)
         self.refreshes = 0
         _settle_at_fork(self)
 

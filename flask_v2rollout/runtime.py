@@ -217,9 +217,9 @@ def _sqlite_engine(url: URL, settings: Settings) -> Engine:
     A pooled connection opened after the file was deleted would otherwise create a new, empty
     database at the same path (``mode=rw`` makes that connect fail instead).
     """
-    engine = create_engine(url, connect_args={"timeout": settings.sqlite_busy_timeout_s},
-                           pool_timeout=settings.db_pool_timeout_s)
     path = sqlite_path(url)
+    pooled = {} if path is None else {"pool_timeout": settings.db_pool_timeout_s}  # in-memory: one connection
+    engine = create_engine(url, connect_args={"timeout": settings.sqlite_busy_timeout_s}, **pooled)
     opened = False
 
     @event.listens_for(engine, "do_connect")

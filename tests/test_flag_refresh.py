@@ -148,3 +148,30 @@ def test_a_write_of_this_process_is_served_at_once(make_app, ext: V2Rollout) -> 
         assert ext.flags("calc")["v2_rollout_percentage"] == 0.0
         ext.set_flag("calc", "v2_rollout_percentage", 40, actor="ops")
         assert ext.flags("calc")["v2_rollout_percentage"] == 40.0  # no refresh due for an hour
+
+
+def test_the_extensions_own_engines_give_up_instead_of_hanging(tmp_path: Path) -> None:
+    from sqlalchemy import event
+
+    from flask_v2rollout.runtime import _own_engine
+    from flask_v2rollout.settings import Settings
+
+    settings = Settings.from_config({"V2ROLLOUT_DB_STATEMENT_TIMEOUT_MS": 1500, "V2ROLLOUT_SQLITE_BUSY_TIMEOUT_S": 3})
+    sqlite = _own_engine(f"sqlite:///{tmp_path / 'own.db'}", settings)
+    with sqlite.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 3000
+    assert sqlite.pool.timeout() == 2.0
+
+    pg = _own_engine("postgresql+psycopg://u@127.0.0.1:1/x?options=-c%20work_mem%3D4MB", settings)
+    seen: dict[str, Any] = {}
+
+    @event.listens_for(pg, "do_connect")
+    def capture(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        seen.update(cparams)
+        raise ConnectionRefusedError("captured")
+
+    with pytest.raises(Exception, match="captured"):
+        pg.connect()
+    assert seen["connect_timeout"] == 2
+    assert seen["options"] == "-c work_mem=4MB -c statement_timeout=1500"
+    assert pg.pool.timeout() == 2.0
