@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,8 @@ def test_first_read_waits_at_most_the_budget_then_serves_safe_defaults(tmp_path:
         assert ext.flags("calc")["v2_shadow_mode_enabled"] is True  # read from SQL, not the safe defaults
 
 
-def test_a_write_of_this_process_is_served_at_once(make_app, ext: V2Rollout) -> None:
+def test_a_write_of_this_process_is_served_at_once(make_app: Callable[..., tuple[Flask, V2Rollout]],
+                                                   ext: V2Rollout) -> None:
     app, _ = make_app(ext, V2ROLLOUT_FLAG_TTL_S=3600)
     with app.app_context():
         assert ext.flags("calc")["v2_rollout_percentage"] == 0.0
@@ -152,6 +153,7 @@ def test_a_write_of_this_process_is_served_at_once(make_app, ext: V2Rollout) -> 
 
 def test_the_extensions_own_engines_give_up_instead_of_hanging(tmp_path: Path) -> None:
     from sqlalchemy import event
+    from sqlalchemy.pool import QueuePool
 
     from flask_v2rollout.runtime import _own_engine
     from flask_v2rollout.settings import Settings
@@ -160,7 +162,7 @@ def test_the_extensions_own_engines_give_up_instead_of_hanging(tmp_path: Path) -
     sqlite = _own_engine(f"sqlite:///{tmp_path / 'own.db'}", settings)
     with sqlite.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 3000
-    assert sqlite.pool.timeout() == 2.0
+    assert isinstance(sqlite.pool, QueuePool) and sqlite.pool.timeout() == 2.0
 
     pg = _own_engine("postgresql+psycopg://u@127.0.0.1:1/x?options=-c%20work_mem%3D4MB", settings)
     seen: dict[str, Any] = {}
@@ -174,4 +176,4 @@ def test_the_extensions_own_engines_give_up_instead_of_hanging(tmp_path: Path) -
         pg.connect()
     assert seen["connect_timeout"] == 2
     assert seen["options"] == "-c work_mem=4MB -c statement_timeout=1500"
-    assert pg.pool.timeout() == 2.0
+    assert isinstance(pg.pool, QueuePool) and pg.pool.timeout() == 2.0

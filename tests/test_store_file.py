@@ -4,9 +4,11 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from sqlalchemy.exc import OperationalError
 
 from flask_v2rollout import StoreFileError, V2Rollout
@@ -14,9 +16,10 @@ from flask_v2rollout.cli import cli
 from flask_v2rollout.flags import FlagStore
 
 WAIT_S = 10.0
+MakeApp = Callable[..., tuple[Flask, V2Rollout]]
 
 
-def serving(tmp_path: Path, ext: V2Rollout, make_app):
+def serving(tmp_path: Path, ext: V2Rollout, make_app: MakeApp) -> tuple[Flask, Path]:
     db = tmp_path / "store.db"
     app, _ = make_app(ext, V2ROLLOUT_DATABASE_URI=f"sqlite:///{db}", V2ROLLOUT_FLAG_TTL_S=0.05,
                       V2ROLLOUT_ADMIN_TOKEN="t0ken")
@@ -25,7 +28,7 @@ def serving(tmp_path: Path, ext: V2Rollout, make_app):
     return app, db
 
 
-def refreshed(app, ext: V2Rollout) -> FlagStore:
+def refreshed(app: Flask, ext: V2Rollout) -> FlagStore:
     """Read after the TTL and wait for the refresh that read started."""
     store: FlagStore = app.extensions["v2rollout"].store
     deadline = time.monotonic() + WAIT_S
@@ -38,7 +41,7 @@ def refreshed(app, ext: V2Rollout) -> FlagStore:
 
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
-def test_lost_file_is_unhealthy_keeps_flags_and_refuses_writes(tmp_path: Path, ext: V2Rollout, make_app,
+def test_lost_file_is_unhealthy_keeps_flags_and_refuses_writes(tmp_path: Path, ext: V2Rollout, make_app: MakeApp,
                                                               how: str) -> None:
     app, db = serving(tmp_path, ext, make_app)
     if how == "deleted":
@@ -67,7 +70,7 @@ def test_lost_file_is_unhealthy_keeps_flags_and_refuses_writes(tmp_path: Path, e
     assert db.exists() is (how == "replaced")
 
 
-def test_the_own_engine_never_creates_the_file_again(tmp_path: Path, ext: V2Rollout, make_app) -> None:
+def test_the_own_engine_never_creates_the_file_again(tmp_path: Path, ext: V2Rollout, make_app: MakeApp) -> None:
     app, db = serving(tmp_path, ext, make_app)
     engine = app.extensions["v2rollout"].engine()
     db.unlink()
@@ -77,7 +80,7 @@ def test_the_own_engine_never_creates_the_file_again(tmp_path: Path, ext: V2Roll
     assert not db.exists()
 
 
-def test_cli_refuses_a_store_that_does_not_exist(tmp_path: Path, ext: V2Rollout, make_app) -> None:
+def test_cli_refuses_a_store_that_does_not_exist(tmp_path: Path, ext: V2Rollout, make_app: MakeApp) -> None:
     db = tmp_path / "store.db"
     app, _ = make_app(ext, V2ROLLOUT_DATABASE_URI=f"sqlite:///{db}")
     for args in (["rollback", "--target", "0"], ["status"]):
@@ -94,7 +97,7 @@ def test_cli_refuses_a_store_that_does_not_exist(tmp_path: Path, ext: V2Rollout,
     assert app.test_cli_runner().invoke(cli, ["rollback", "--target", "0"]).exit_code == 0
 
 
-def test_moved_back_file_is_healthy_again(tmp_path: Path, ext: V2Rollout, make_app) -> None:
+def test_moved_back_file_is_healthy_again(tmp_path: Path, ext: V2Rollout, make_app: MakeApp) -> None:
     app, db = serving(tmp_path, ext, make_app)
     db.rename(tmp_path / "aside.db")
     assert refreshed(app, ext).healthy is False

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 
 from flask_v2rollout.settings import DEFAULTS
 
-from .support import REPO_ROOT, GunicornServer, drive, drive_timed, merged_metrics
+from .support import REPO_ROOT, GunicornServer, PostgresServer, drive, drive_timed, merged_metrics
 from .test_metrics_merge import check_exact, requests_for
 
 WORKERS = 4
@@ -101,7 +102,8 @@ class Load:
 
 
 @pytest.mark.timeout(150)
-def test_postgres_frozen_for_30_s_costs_no_request(gunicorn_server, postgres_server, tmp_path: Path) -> None:
+def test_postgres_frozen_for_30_s_costs_no_request(gunicorn_server: Callable[..., GunicornServer],
+                                                   postgres_server: PostgresServer, tmp_path: Path) -> None:
     uri = postgres_server.create_database("frozen")
     server = gunicorn_server("tests.e2e.metrics_app:app", workers=WORKERS, preload=True, timeout=30,
                              env={"DATABASE_URI": uri, "INSTANCE_DIR": str(tmp_path / "inst"),
@@ -143,7 +145,7 @@ def test_postgres_frozen_for_30_s_costs_no_request(gunicorn_server, postgres_ser
 
 
 @pytest.mark.timeout(120)
-def test_sqlite_store_deleted_under_gunicorn(gunicorn_server, tmp_path: Path) -> None:
+def test_sqlite_store_deleted_under_gunicorn(gunicorn_server: Callable[..., GunicornServer], tmp_path: Path) -> None:
     db = tmp_path / "store.db"
     env = {"DATABASE_URI": f"sqlite:///{db}", "INSTANCE_DIR": str(tmp_path / "inst"), "FLAG_TTL_S": str(TTL_S)}
     server = gunicorn_server("tests.e2e.metrics_app:app", workers=WORKERS, preload=True, env=env)
