@@ -270,6 +270,14 @@ class FlagStore:
             return FlagSnapshot(self._initial(rollout), None, stale=True)
         return snap
 
+    def refresh_if_due(self) -> None:
+        """Start a background refresh if the snapshot is older than the TTL; never waits.
+
+        For health checks: an idle worker polled only for its health must notice that the store is back.
+        """
+        if self._clock() - self._cache.loaded_at >= self.ttl:
+            self._revalidate(first=False)
+
     def _initial(self, rollout: str) -> dict[str, Any]:
         if self._cache.ever_loaded:
             return self._defaults(rollout)

@@ -166,6 +166,7 @@ class Runtime:
     def health(self) -> Health:
         """This process's view: flag store, metrics flush backlog, shadow queue, notifications."""
         store, metrics = self.store, self.metric_store
+        store.refresh_if_due()
         return {
             "flag_store": {"healthy": store.healthy, "failures": store.failures, "last_error": store.last_error},
             "metrics": {"flush_failures": metrics.flush_failures, "backlog": metrics.backlog,
