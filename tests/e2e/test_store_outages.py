@@ -169,7 +169,7 @@ def test_sqlite_store_deleted_under_gunicorn(gunicorn_server: Callable[..., Guni
     run = subprocess.run([sys.executable, "-m", "flask", "--app", "tests.e2e.metrics_app:app", "v2rollout",
                           "rollback", "--target", "0", "--reason", "e2e"],
                          cwd=REPO_ROOT, env=cli_env, capture_output=True, text=True, timeout=60)
-    print(f"CLI rollback: exit {run.returncode}: {run.stderr.strip().splitlines()[-1:]}")
+    print(f"CLI rollback: exit {run.returncode}: {[x for x in run.stderr.splitlines() if x.startswith('Error:')]}")
     assert run.returncode == 1
     assert f"Error: flag store {db} does not exist" in run.stderr
     assert not db.exists()  # no new, empty store took the rollback
