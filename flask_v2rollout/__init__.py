@@ -1,6 +1,6 @@
 """Flask-V2Rollout: roll a calculation from v1 to v2, safely and observably."""
 from .dispatch import Outcome
-from .errors import ConflictError, Fallback, FlagError, GateError, RolloutError, UnknownRollout
+from .errors import ConflictError, Fallback, FlagError, GateError, RolloutError, StoreFileError, UnknownRollout
 from .extension import V2Rollout
 from .flags import FLAG_NAMES
 
@@ -13,5 +13,6 @@ __all__ = [
     "FlagError",
     "ConflictError",
     "GateError",
+    "StoreFileError",
     "UnknownRollout",
 ]

@@ -15,6 +15,7 @@ from .binding import Binding
 from .errors import RolloutError
 from .extension import V2Rollout
 from .flags import parse_flag_text
+from .storefile import existing_store_only
 
 
 def _ext() -> V2Rollout:
@@ -74,8 +75,12 @@ actor_option = click.option("--actor", help="Who; stored in the audit log (defau
 
 
 @click.group("v2rollout")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Flask-V2Rollout: flags, rollback and health of v1 → v2 rollouts."""
+    # An operator acts on the store the running app uses: a missing SQLite file means it was deleted or
+    # moved, and a new empty one here would take the command while the workers keep the old one.
+    ctx.with_resource(existing_store_only())
 
 
 def _status_text(rows: list[dict[str, Any]]) -> str:

@@ -1,6 +1,8 @@
 """Exceptions of Flask-V2Rollout."""
 from __future__ import annotations
 
+from sqlalchemy.exc import SQLAlchemyError
+
 
 class Fallback(Exception):
     """Raised inside v2 to serve v1 instead; ``reason`` is recorded with the outcome."""
@@ -59,3 +61,18 @@ class StaleDecisionError(ConflictError):
 
 class GateError(RolloutError):
     """The gate does not allow the requested move (not GO); nothing was changed."""
+
+
+class StoreFileError(RolloutError, SQLAlchemyError):
+    """The SQLite file of the flag store was deleted, replaced or never created; nothing was written.
+
+    It is also a ``SQLAlchemyError`` so every part that survives a store outage (flag refresh, metrics
+    flush, evaluator) treats it as one: counted, last-known flags kept, metric batches kept for retry.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(
+            f"flag store {path} {problem}; refusing to put a new, empty database in its place "
+            "(docs/operations.md: 'Flag store unhealthy')"
+        )
+        self.path = path

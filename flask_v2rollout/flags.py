@@ -1,20 +1,26 @@
 """FlagStore: the four runbook flags per rollout, typed, cached, audited.
 
-Reads come from a per-process cache refreshed from SQL at most once per TTL, so
-a change made by any process reaches every worker within the TTL. When SQL
-fails the store keeps serving the last-known flags (or safe defaults: v1,
-shadow off), counts the failure and logs it once per interval; it never raises
-on the read path. Writes are optimistic: ``UPDATE … WHERE version = :seen``,
-and every changed flag gets an audit row in the same transaction.
+Reads come from a per-process cache that a background thread refreshes from SQL
+once the TTL has passed, so a change made by any process reaches every worker
+within the TTL plus one read, and a request never waits for a slow or frozen
+database. When SQL fails the store keeps serving the last-known flags (or safe
+defaults: v1, shadow off), counts the failure and logs it once per interval; it
+never raises on the read path. Writes are synchronous and optimistic:
+``UPDATE … WHERE version = :seen``, and every changed flag gets an audit row in
+the same transaction. A SQLite file deleted or replaced under the process makes
+the store unhealthy and refuses writes (:class:`StoreFileError`).
 """
 from __future__ import annotations
 
+import contextvars
 import decimal
 import json
 import logging
 import math
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,9 +30,10 @@ from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from . import signals
-from .errors import ConflictError, FlagError
+from .errors import ConflictError, FlagError, StoreFileError
 from .failures import FailureLog
 from .models import audit_table, flags_table, metadata
+from .storefile import StoreFile, sqlite_path
 
 log = logging.getLogger("flask_v2rollout.flags")
 
@@ -157,8 +164,25 @@ class _Cache:
     ever_loaded: bool = False
 
 
+@dataclass
+class _Refresh:
+    """One background refresh; ``pid`` tells a forked child that it is its parent's, not its own."""
+
+    pid: int
+    started: float
+    done: threading.Event = field(default_factory=threading.Event)
+    stalled: bool = False
+
+
 class FlagStore:
-    """Per-app flag store over SQL with a per-process TTL cache."""
+    """Per-app flag store over SQL with a per-process TTL cache, revalidated off the request path.
+
+    :meth:`get` never waits for SQL once flags were loaded: a snapshot older than the TTL is still
+    served while one background thread per process reads the new one (stale-while-revalidate).
+    Until the first load succeeds, the call that starts a refresh waits for it at most
+    ``read_budget_s``, then serves the safe defaults. A refresh still running after ``stall_s`` is
+    counted as a failure (a frozen database answers nothing, not even an error).
+    """
 
     def __init__(
         self,
@@ -171,12 +195,18 @@ class FlagStore:
         clock: Callable[[], float] = time.monotonic,
         on_failure: Callable[[], None] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        read_budget_s: float = 0.05,
+        stall_s: float = 10.0,
     ) -> None:
         self._engine = engine
         self.ttl = ttl
+        self.read_budget_s = read_budget_s
+        self.stall_s = stall_s
         self._defaults = defaults
         self._create_tables = create_tables
         self._tables_ready = False
+        self._file: StoreFile | None = None
+        self._file_resolved = False
         self._failures = FailureLog(log, "flag store unavailable, serving last-known flags",
                                     interval_s=error_log_interval)
         self._clock = clock
@@ -185,12 +215,25 @@ class FlagStore:
         self._cache = _Cache()
         self._lock = threading.Lock()
         self._known: set[str] = set()
-        #: False while the last refresh failed and last-known flags are served
-        self.healthy = True
+        self._inflight: _Refresh | None = None
+        self._idle = threading.Condition()
+        #: rollout -> sequence number of this process's last write of it (kept over a concurrent refresh)
+        self._written: dict[str, int] = {}
+        self._write_seq = 0
+        self._healthy = True
+        #: background refreshes started by this process (tests read it)
+        self.refreshes = 0
+        _settle_at_fork(self)
 
     # -- schema -------------------------------------------------------------
     def ensure_tables(self) -> None:
-        """Create the v2rollout_* tables if missing (idempotent)."""
+        """Before any SQL: check the store file (SQLite) and create the v2rollout_* tables if missing.
+
+        Raises :class:`StoreFileError` when the SQLite file is gone or was replaced.
+        """
+        file = self._store_file()
+        if file is not None:
+            file.check()
         if self._tables_ready:
             return
         if self._create_tables:
@@ -200,6 +243,15 @@ class FlagStore:
                 # Another process created them between our check and our CREATE.
                 metadata.create_all(self._engine(), checkfirst=True)
         self._tables_ready = True
+        if file is not None:
+            file.check()  # records the identity of a file the first connect has just created
+
+    def _store_file(self) -> StoreFile | None:
+        if not self._file_resolved:
+            path = sqlite_path(self._engine().url)
+            self._file = None if path is None else StoreFile(path)
+            self._file_resolved = True
+        return self._file
 
     def add_rollout(self, name: str) -> None:
         """Make ``name`` known; its row is created with defaults on the next refresh."""
@@ -208,42 +260,120 @@ class FlagStore:
 
     # -- reads --------------------------------------------------------------
     def get(self, rollout: str) -> FlagSnapshot:
-        """Flags of ``rollout`` — never raises for a store failure."""
+        """Flags of ``rollout`` from the cache — no SQL on this thread once loaded; never raises."""
         cache = self._cache
         if self._clock() - cache.loaded_at >= self.ttl:
-            self._refresh()
+            self._revalidate(first=not cache.ever_loaded)
             cache = self._cache
         snap = cache.snapshots.get(rollout)
         if snap is None:
             return FlagSnapshot(self._initial(rollout), None, stale=True)
         return snap
 
+    def refresh_if_due(self) -> None:
+        """Start a background refresh if the snapshot is older than the TTL; never waits.
+
+        For health checks: an idle worker polled only for its health must notice that the store is back.
+        """
+        if self._clock() - self._cache.loaded_at >= self.ttl:
+            self._revalidate(first=False)
+
     def _initial(self, rollout: str) -> dict[str, Any]:
         if self._cache.ever_loaded:
             return self._defaults(rollout)
         return dict(SAFE_FLAGS)
 
-    def _refresh(self) -> None:
-        blocking = not self._cache.ever_loaded
-        if not self._lock.acquire(blocking=blocking):
-            return  # another thread is refreshing; serve what we have
+    def _running(self) -> _Refresh | None:
+        """This process's refresh in flight (a parent's, inherited through fork, does not count)."""
+        refresh = self._inflight
+        if refresh is None or refresh.pid != os.getpid() or refresh.done.is_set():
+            return None
+        return refresh
+
+    def _revalidate(self, *, first: bool) -> None:
+        running = self._running()
+        if running is not None:
+            self._note_stall(running)
+            return
+        with self._lock:
+            if self._running() is not None or self._clock() - self._cache.loaded_at < self.ttl:
+                return  # another thread has just started or finished one
+            refresh = self._inflight = _Refresh(os.getpid(), self._clock())
+            self.refreshes += 1
+        try:  # in the caller's context: an operator command's "existing store only" holds in the thread too
+            threading.Thread(target=contextvars.copy_context().run, args=(self._run_refresh, refresh),
+                             name="v2rollout-flag-refresh", daemon=True).start()
+        except RuntimeError as exc:  # no new threads (interpreter shutting down)
+            self._finish(refresh)
+            self._record_failure(exc)
+            return
+        if first:
+            refresh.done.wait(self.read_budget_s)
+
+    def _note_stall(self, refresh: _Refresh) -> None:
+        if refresh.stalled or self._clock() - refresh.started < self.stall_s:
+            return
+        with self._lock:  # another thread may have noted it meanwhile
+            noted, refresh.stalled = refresh.stalled, True
+        if not noted:
+            self._record_failure(TimeoutError(self._stall_message(refresh)))
+
+    def _stall_message(self, refresh: _Refresh) -> str:
+        return f"flag refresh has not finished after {self._clock() - refresh.started:.1f} s"
+
+    def _run_refresh(self, refresh: _Refresh) -> None:
         try:
-            if self._clock() - self._cache.loaded_at < self.ttl:
-                return
-            try:
-                snapshots = self._load()
-            except SQLAlchemyError as exc:
-                self._record_failure(exc)
+            self._refresh(refresh)
+        finally:
+            self._finish(refresh)
+
+    def _finish(self, refresh: _Refresh) -> None:
+        with self._idle:
+            refresh.done.set()
+            self._idle.notify_all()
+
+    def _before_fork(self) -> None:
+        """A child forked mid-refresh could inherit SQLAlchemy's and SQLite's locks held; let it finish first."""
+        self.wait_idle(self.stall_s)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = threading.Condition()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no refresh of this process is running; False if one still is after ``timeout``."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running() is None, timeout)
+
+    def _refresh(self, refresh: _Refresh) -> None:
+        seen_writes = self._write_seq
+        try:
+            snapshots = self._load()
+        except SQLAlchemyError as exc:
+            self._record_failure(exc)
+            with self._lock:
                 self._cache = _Cache(
                     {k: FlagSnapshot(v.values, v.version, stale=True) for k, v in self._cache.snapshots.items()},
                     self._clock(),
                     self._cache.ever_loaded,
                 )
-                return
+            return
+        with self._lock:
+            for name, seq in self._written.items():  # a write of ours landed after this read began
+                mine = self._cache.snapshots.get(name)
+                if seq > seen_writes and mine is not None and (mine.version or 0) > (snapshots[name].version or 0):
+                    snapshots[name] = mine
+            self._written = {k: v for k, v in self._written.items() if v > seen_writes}
             self._cache = _Cache(snapshots, self._clock(), True)
-            self.healthy = True
-        finally:
-            self._lock.release()
+        self._healthy = True
+
+    def _remember(self, rollout: str, snap: FlagSnapshot) -> None:
+        """Serve this process's own write at once, whatever a refresh in flight read before it."""
+        with self._lock:
+            self._write_seq += 1
+            self._written[rollout] = self._write_seq
+            self._cache = _Cache({**self._cache.snapshots, rollout: snap}, self._cache.loaded_at,
+                                 self._cache.ever_loaded)
 
     def _load(self) -> dict[str, FlagSnapshot]:
         self.ensure_tables()
@@ -287,9 +417,25 @@ class FlagStore:
 
     def _record_failure(self, exc: Exception) -> None:
         self._failures.record(exc)
-        self.healthy = False
+        self._healthy = False
         if self._on_failure is not None:
             self._on_failure()
+
+    def _problem(self) -> str | None:
+        """Why the store cannot be trusted right now, short of a failed refresh: file gone, refresh stalled."""
+        file = self._file if self._file_resolved else None
+        problem = file.problem() if file is not None else None
+        if file is not None and problem is not None:
+            return str(StoreFileError(file.path, problem))
+        running = self._running()
+        if running is not None and self._clock() - running.started >= self.stall_s:
+            return f"TimeoutError: {self._stall_message(running)}"
+        return None
+
+    @property
+    def healthy(self) -> bool:
+        """False while the last refresh failed, a refresh hangs, or the SQLite file is gone or replaced."""
+        return self._healthy and self._problem() is None
 
     @property
     def failures(self) -> int:
@@ -297,14 +443,10 @@ class FlagStore:
 
     @property
     def last_error(self) -> str | None:
-        return self._failures.last_error
+        return self._problem() or self._failures.last_error
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._wall_clock(), UTC)
-
-    def invalidate(self) -> None:
-        """Forget the cache so the next read goes to SQL."""
-        self._cache = _Cache(self._cache.snapshots, float("-inf"), self._cache.ever_loaded)
 
     # -- writes -------------------------------------------------------------
     def set(
@@ -356,6 +498,7 @@ class FlagStore:
                     select(flags_table.c.version).where(flags_table.c.rollout == rollout)
                 ).scalar()
                 raise ConflictError(rollout, row.version, actual)
+            written = FlagSnapshot(merged, row.version + 1)
             now = self._now()
             conn.execute(
                 insert(audit_table),
@@ -368,7 +511,7 @@ class FlagStore:
                     for c in diff
                 ],
             )
-        self.invalidate()
+        self._remember(rollout, written)
         return diff
 
     def _load_one(self, engine: Engine, rollout: str) -> None:
@@ -426,6 +569,23 @@ class FlagStore:
             query = query.where(audit_table.c.rollout == rollout)
         with self._engine().connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+
+def _settle_at_fork(store: FlagStore) -> None:
+    """gunicorn --preload forks right after the app's first read, which may still be running in its thread."""
+    ref = weakref.ref(store)
+
+    def before() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._before_fork()
+
+    def after_in_child() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._after_fork_in_child()
+
+    os.register_at_fork(before=before, after_in_child=after_in_child)
 
 
 def _aware(value: datetime) -> datetime:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
+import urllib.parse
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from flask import Flask
 from opentelemetry import _logs as otel_logs
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace as otel_trace
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event, make_url
 
 from .clock import Clock
 from .decisions.evaluator import Evaluator
@@ -37,6 +39,7 @@ from .pipeline import Pipeline
 from .registry import Probe, Registry, Rollout
 from .settings import Settings
 from .shadow import ShadowRunner
+from .storefile import sqlite_path
 from .telemetry import Telemetry
 from .verify import Checklist
 
@@ -55,10 +58,11 @@ class Providers:
 class EngineSource:
     """The SQL engine, made on first use: the host's ``db`` unless a URI is configured, else our own."""
 
-    def __init__(self, app: Flask, db: Any, uri: str | None) -> None:
+    def __init__(self, app: Flask, db: Any, uri: str | None, settings: Settings) -> None:
         self._app = app
         self._db = db
         self._uri = uri
+        self._settings = settings
         self._engine: Engine | None = None
 
     def __call__(self) -> Engine:
@@ -71,7 +75,7 @@ class EngineSource:
                 if uri is None:
                     os.makedirs(self._app.instance_path, exist_ok=True)
                     uri = "sqlite:///" + os.path.join(self._app.instance_path, "v2rollout.db")
-                self._engine = _own_engine(uri)
+                self._engine = _own_engine(uri, self._settings)
             _dispose_after_fork(self._engine)
         return self._engine
 
@@ -94,12 +98,13 @@ class Runtime:
         self.registry = registry
         self.settings = settings
         self.clock = Clock()
-        self.engine = EngineSource(app, db, settings.database_uri)
+        self.engine = EngineSource(app, db, settings.database_uri, settings)
         self.recorder = Recorder(clock=self.clock, slow_ms=settings.slow_call_ms)
         self.store = FlagStore(
             self.engine, ttl=settings.flag_ttl_s, defaults=self.defaults_for, create_tables=settings.create_tables,
             error_log_interval=settings.store_error_log_interval_s,
             on_failure=partial(self.recorder.db_failure, "flags"), wall_clock=self.clock,
+            read_budget_s=settings.flag_read_budget_ms / 1000.0, stall_s=_stall_after(settings),
         )
         self.flags = FlagService(self.store, sender=app)
         self.jsonlog = (
@@ -166,6 +171,7 @@ class Runtime:
     def health(self) -> Health:
         """This process's view: flag store, metrics flush backlog, shadow queue, notifications."""
         store, metrics = self.store, self.metric_store
+        store.refresh_if_due()
         return {
             "flag_store": {"healthy": store.healthy, "failures": store.failures, "last_error": store.last_error},
             "metrics": {"flush_failures": metrics.flush_failures, "backlog": metrics.backlog,
@@ -227,19 +233,56 @@ def sample_probes(app: Flask, probes: Mapping[str, Probe]) -> dict[str, float | 
     return values
 
 
-def _own_engine(uri: str) -> Engine:
-    if uri.startswith("sqlite"):
-        engine = create_engine(uri, connect_args={"timeout": 30})
+def _own_engine(uri: str, settings: Settings) -> Engine:
+    """An engine that gives up instead of hanging: the flag refresh, metrics flush and writes all use it."""
+    url = make_url(uri)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, settings)
+    connect_args: dict[str, Any] = {}
+    if url.get_backend_name() == "postgresql":
+        connect_args["connect_timeout"] = max(2, math.ceil(settings.db_connect_timeout_s))
+        if settings.db_statement_timeout_ms:
+            given = url.query.get("options")
+            options = f"-c statement_timeout={settings.db_statement_timeout_ms}"
+            connect_args["options"] = f"{given} {options}" if isinstance(given, str) else options
+        connect_args = {k: v for k, v in connect_args.items() if k == "options" or k not in url.query}
+    return create_engine(url, pool_pre_ping=True, pool_timeout=settings.db_pool_timeout_s,
+                         connect_args=connect_args)
 
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
 
-        return engine
-    return create_engine(uri, pool_pre_ping=True)
+def _sqlite_engine(url: URL, settings: Settings) -> Engine:
+    """SQLite in WAL mode with a bounded busy wait; once the file has been opened, it is never created again.
+
+    A pooled connection opened after the file was deleted would otherwise create a new, empty
+    database at the same path (``mode=rw`` makes that connect fail instead).
+    """
+    path = sqlite_path(url)
+    pooled = {} if path is None else {"pool_timeout": settings.db_pool_timeout_s}  # in-memory: one connection
+    engine = create_engine(url, connect_args={"timeout": settings.sqlite_busy_timeout_s}, **pooled)
+    opened = False
+
+    @event.listens_for(engine, "do_connect")
+    def _existing_file_only(_dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+        if path is not None and opened and not cparams.get("uri"):
+            cargs[:] = [f"file:{urllib.parse.quote(path)}?mode=rw"]
+            cparams["uri"] = True
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        nonlocal opened
+        opened = True
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    return engine
+
+
+def _stall_after(settings: Settings) -> float:
+    """A refresh still running after this long is a failure: longer than a live server can take to answer."""
+    statement = max(settings.db_statement_timeout_ms / 1000.0, settings.sqlite_busy_timeout_s)
+    return settings.db_connect_timeout_s + settings.db_pool_timeout_s + statement
 
 
 def _weak_call(obj: Any, method: Callable[[Any], None]) -> Callable[[], None]:

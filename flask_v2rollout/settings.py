@@ -158,6 +158,19 @@ class Settings:
     defaults: dict[str, Any] = _key(
         _flag_defaults, {}, "initial flag values for a rollout seen for the first time (over the runbook's)")
     flag_ttl_s: float = _key(SECONDS, 1.0, "seconds a process serves flags from its cache before reading SQL")
+    flag_read_budget_ms: float = _key(
+        _number(what="milliseconds"), 50.0,
+        "before flags were ever loaded, how long a request waits for the first read (then: v1, shadow off); "
+        "once loaded, requests never wait for SQL")
+    db_connect_timeout_s: float = _key(
+        _number(1.0, what="a number of seconds"), 2.0,
+        "PostgreSQL connect_timeout of the extension's own engine (whole seconds, libpq: at least 2 used)")
+    db_statement_timeout_ms: int = _key(
+        _integer(0), 2000, "PostgreSQL statement_timeout of the extension's own engine (0: none)")
+    db_pool_timeout_s: float = _key(
+        SECONDS, 2.0, "seconds the extension's own engine waits for a free pooled connection")
+    sqlite_busy_timeout_s: float = _key(
+        SECONDS, 5.0, "seconds a statement of the extension's own SQLite engine waits for a lock")
     store_error_log_interval_s: float = _key(SECONDS, 60.0, "seconds between two log lines about a failing store")
     session_key: str = _key(_text, "v2rollout_uid", "session key of the sticky anonymous user id")
     use_flask_login: bool = _key(_bool, True, "use Flask-Login's current_user when no user_loader is set")

@@ -16,12 +16,14 @@ def build_app(instance: Path, ext: V2Rollout | None = None, **config: Any) -> tu
 
     Its metrics flush (and alerts, rollback and autopilot are evaluated) when the test says so: the background
     flusher's interval is an hour unless a test sets ``V2ROLLOUT_METRICS_FLUSH_S``. With the default 5 s, a test
-    outlasting it on a slow machine gets a flush of its own mid-test, and the evaluation after that first flush
-    runs whatever ``V2ROLLOUT_EVALUATE_EVERY_S`` says: an extra failure counted, an alert transition or the
-    evaluation lease taken, an automatic rollback in the middle of the traffic.
+    outlasting it on a slow machine gets a flush of its own mid-test (and, a period later, an evaluation): an
+    extra failure counted, an alert transition or the evaluation lease taken in the middle of the traffic.
     """
     app = Flask("host", instance_path=str(instance))
-    app.config.update({"SECRET_KEY": "test-secret", "TESTING": True, "V2ROLLOUT_METRICS_FLUSH_S": 3600, **config})
+    # A test asserts what the first request sees, so it lets the very first flag read finish
+    # (production requests wait at most V2ROLLOUT_FLAG_READ_BUDGET_MS for it; tests/test_flag_refresh.py).
+    app.config.update({"SECRET_KEY": "test-secret", "TESTING": True, "V2ROLLOUT_FLAG_READ_BUDGET_MS": 10_000,
+                       "V2ROLLOUT_METRICS_FLUSH_S": 3600, **config})
     ext = ext or V2Rollout()
     ext.init_app(app)
 

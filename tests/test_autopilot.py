@@ -121,7 +121,8 @@ def test_low_traffic_is_inconclusive_and_never_advances(make_app, user_from_head
 
 def test_error_spike_rolls_back_once_while_four_evaluators_race(make_app, user_from_header, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
-    app, ext = simulation_app(make_app, error_prone_v2, V2ROLLOUT_DATABASE_URI=uri)
+    # This process flushes by hand: its periodic flusher would evaluate too (a fifth racer, first after 5 s).
+    app, ext = simulation_app(make_app, error_prone_v2, V2ROLLOUT_DATABASE_URI=uri, V2ROLLOUT_METRICS_FLUSH_S=3600)
     user_from_header(ext)
     with app.app_context():
         ext.set_flag("calc", "v2_rollout_percentage", 50, actor="ops", reason="staged")

@@ -14,6 +14,8 @@ def runner(make_app):
     ext = V2Rollout()
     ext.register("calc", v1=lambda x: x, v2=lambda x: x)
     app, _ = make_app(ext)
+    with app.app_context():
+        ext.flags("calc")  # the app has run once, so its store exists (the CLI never creates one)
     return app.test_cli_runner(), ext, app
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConflictError, FlagError, RolloutError, UnknownRollout
+from ..errors import ConflictError, FlagError, RolloutError, StoreFileError, UnknownRollout
 
 
 @dataclass
@@ -34,13 +34,15 @@ def bad_input(message: str, field: str | None = None) -> AdminError:
 
 
 def from_rollout_error(exc: RolloutError) -> AdminError:
-    """Map the extension's errors: invalid input 400, unknown rollout 404, conflicts 409."""
+    """Map the extension's errors: invalid input 400, unknown rollout 404, conflicts 409, lost store 503."""
     if isinstance(exc, UnknownRollout):
         return AdminError(404, "unknown_rollout", str(exc), "rollout")
     if isinstance(exc, FlagError):
         return AdminError(400, "invalid", str(exc), exc.field)
     if isinstance(exc, ConflictError):
         return AdminError(409, "conflict", str(exc), "version")
+    if isinstance(exc, StoreFileError):
+        return AdminError(503, "store_unavailable", str(exc))
     # GateError and any later RolloutError: the rollout's state forbids the operation now.
     return AdminError(409, _snake(type(exc).__name__), str(exc))
 

@@ -13,6 +13,10 @@ from example_app import create_app
 from example_app.rollout import ROLLOUT, rollout
 
 app = create_app(instance_path=os.environ["INSTANCE_DIR"])
+with app.app_context():
+    # As a --preload deployment should (docs/configuration.md): read the flags before gunicorn forks, so every
+    # worker starts with them instead of serving the safe defaults until its own first read.
+    rollout.flags(ROLLOUT)
 
 
 @app.after_request

@@ -125,6 +125,25 @@ class PostgresServer:
     def running(self) -> bool:
         return self._running
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[list[int]]:
+        """SIGSTOP the postmaster and every backend: connections stay open, nothing answers, no error comes.
+
+        The worst outage for a client: TCP still accepts and acknowledges, so only its own timeouts help.
+        Everything stopped is continued on exit, whatever happened inside; yields the stopped pids.
+        """
+        postmaster = int((self._data / "postmaster.pid").read_text().split()[0])
+        stopped: list[int] = []
+        try:
+            for pid in [postmaster, *child_pids(postmaster)]:
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+            yield stopped
+        finally:
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
     def create_database(self, name: str) -> str:
         """A fresh database, so each test's tables and rows are its own; returns its SQLAlchemy URL."""
         with self._connect("postgres") as conn:
@@ -312,16 +331,23 @@ def drive(url: str, requests: Sequence[Request], concurrency: int = 8,
 
     At most ``concurrency`` connections at once, each bounded by ``timeout`` seconds.
     """
+    return [(status, body) for status, body, _ in drive_timed(url, requests, concurrency, timeout)]
+
+
+def drive_timed(url: str, requests: Sequence[Request], concurrency: int = 8,
+                timeout: float = 10.0) -> list[tuple[int, Any, float]]:
+    """As :func:`drive`, with each request's latency in seconds (connect to the last byte of the response)."""
     base = urlsplit(url)
     if base.scheme != "http" or base.hostname not in LOOPBACK:
         raise ValueError(f"drive() only talks to loopback http servers, not {url!r}")
     prefix = base.path.rstrip("/")
 
-    def send(request: Request) -> tuple[int, Any]:
+    def send(request: Request) -> tuple[int, Any, float]:
         method, path, body, headers = request
         payload = None if body is None else json.dumps(body).encode()
         all_headers = {"Content-Type": "application/json"} if payload is not None else {}
         all_headers.update(headers or {})
+        started = time.perf_counter()
         conn = http.client.HTTPConnection(base.hostname or "127.0.0.1", base.port, timeout=timeout)
         try:
             conn.request(method, prefix + path, body=payload, headers=all_headers)
@@ -329,9 +355,10 @@ def drive(url: str, requests: Sequence[Request], concurrency: int = 8,
             data = response.read()
         finally:
             conn.close()
+        elapsed = time.perf_counter() - started
         if "json" in response.getheader("Content-Type", "") and data:
-            return response.status, json.loads(data)
-        return response.status, data.decode("utf-8", "replace")
+            return response.status, json.loads(data), elapsed
+        return response.status, data.decode("utf-8", "replace"), elapsed
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         return list(pool.map(send, requests))

@@ -63,6 +63,7 @@ def make_app(tmp_path: Path, generated_db: Path) -> AppFactory:
             "NFL_DATABASE": str(database),
             "V2ROLLOUT_DATABASE_URI": f"sqlite:///{tmp_path / 'v2rollout.db'}",
             "V2ROLLOUT_LOG_FILE": None,
+            "V2ROLLOUT_FLAG_READ_BUDGET_MS": 10_000,  # tests assert what the first request sees
             "V2ROLLOUT_DEFAULTS": {"v2_rollout_percentage": 0, "v2_shadow_mode_enabled": False},
             **config,
         }, instance_path=str(instance))

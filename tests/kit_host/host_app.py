@@ -28,7 +28,9 @@ def current_user_id() -> str | None:
 
 def create_app(instance_path: str) -> Flask:
     app = Flask(__name__, instance_path=instance_path)
-    app.config.update(SECRET_KEY="host", V2ROLLOUT_DEFAULTS={"v2_shadow_mode_enabled": True})
+    # V2ROLLOUT_FLAG_READ_BUDGET_MS: the host's tests assert what the very first request sees.
+    app.config.update(SECRET_KEY="host", V2ROLLOUT_DEFAULTS={"v2_shadow_mode_enabled": True},
+                      V2ROLLOUT_FLAG_READ_BUDGET_MS=10_000)
     rollout.init_app(app)
 
     @app.get("/price/<item>")
