@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol
 
 from flask import current_app
 
+from .access import AccessStore
 from .flags import FlagChange
 from .registry import AdminCallable, Registry
 from .settings import Settings
@@ -50,6 +51,7 @@ class Binding:
     rollout: RolloutAPI
     registry: Registry
     settings: Settings
+    access: AccessStore
 
     @property
     def admin_required(self) -> AdminCallable | None:

@@ -72,8 +72,10 @@ class V2Rollout:
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         settings = Settings.from_config(app.config)
-        app.extensions["v2rollout"] = Runtime(app, self.registry, settings, db=db, providers=self._providers)
-        binding = app.extensions[Binding.KEY] = Binding(rollout=self, registry=self.registry, settings=settings)
+        runtime = app.extensions["v2rollout"] = Runtime(app, self.registry, settings, db=db,
+                                                        providers=self._providers)
+        binding = app.extensions[Binding.KEY] = Binding(rollout=self, registry=self.registry, settings=settings,
+                                                        access=runtime.access)
         register_admin(app, binding)
 
     def register(

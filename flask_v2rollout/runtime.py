@@ -21,6 +21,7 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace as otel_trace
 from sqlalchemy import Engine, create_engine, event
 
+from .access import AccessStore, Limits
 from .clock import Clock
 from .decisions.evaluator import Evaluator
 from .decisions.mail import Email
@@ -102,6 +103,11 @@ class Runtime:
             on_failure=partial(self.recorder.db_failure, "flags"), wall_clock=self.clock,
         )
         self.flags = FlagService(self.store, sender=app)
+        self.access = AccessStore(
+            self.engine, ensure_tables=self.store.ensure_tables, clock=self.clock,
+            limits=Limits(settings.auth_window_s, settings.auth_address_failures, settings.auth_global_failures),
+            idle_s=settings.admin_session_idle_s, lifetime_s=settings.admin_session_lifetime_s,
+        )
         self.jsonlog = (
             JsonlLog(os.path.join(app.instance_path, settings.log_file), max_bytes=settings.log_max_bytes,
                      backups=settings.log_backups, slow_ms=settings.slow_call_ms)
@@ -144,7 +150,7 @@ class Runtime:
         self.checklist = Checklist(
             app=app, rollouts=registry.names, store=self.store, metric_store=self.metric_store,
             rule_count=self.evaluator.rule_count, engine=self.engine,
-            jsonlog=self.jsonlog,
+            jsonlog=self.jsonlog, admin_token=settings.admin_token,
         )
         registry.on_add(self.rollout_added)
         _at_fork_and_exit(self)

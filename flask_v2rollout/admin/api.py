@@ -40,6 +40,8 @@ def _error_response(error: AdminError) -> Response:
     response.status_code = error.status
     if error.status == 401 and auth.token_enabled():
         response.headers["WWW-Authenticate"] = 'Bearer realm="v2rollout"'
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 

@@ -21,6 +21,8 @@ class AdminError(Exception):
     code: str
     message: str
     field: str | None = None
+    #: seconds for a ``Retry-After`` header (429)
+    retry_after: int | None = None
 
     def __str__(self) -> str:
         return self.message

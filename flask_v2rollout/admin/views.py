@@ -9,6 +9,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
@@ -24,8 +25,12 @@ from .svg import number
 bp = Blueprint("views", __name__)
 
 PUBLIC_ENDPOINTS = frozenset({"v2rollout.views.login"})
+#: a ``next`` longer than this is not one the dashboard made
+MAX_NEXT = 2000
 AUDIT_PER_PAGE = 50
 RECENT_AUDIT = 8
+#: sign-ins, sign-outs and refused credentials shown under the audit log
+ACCESS_ROWS = 50
 FLAG_LABELS = {
     PERCENTAGE: "Rollout percentage",
     "v2_shadow_mode_enabled": "Shadow mode",
@@ -115,12 +120,13 @@ def _when(stamp: Any) -> str:
 
 
 @bp.errorhandler(AdminError)
-def _admin_error(exc: AdminError) -> tuple[str, int]:
-    return render_template("v2rollout/error.html", failure=exc), exc.status
+def _admin_error(exc: AdminError) -> tuple[str, int, dict[str, str]]:
+    headers = {} if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+    return render_template("v2rollout/error.html", failure=exc), exc.status, headers
 
 
 @bp.errorhandler(RolloutError)
-def _rollout_error(exc: RolloutError) -> tuple[str, int]:
+def _rollout_error(exc: RolloutError) -> tuple[str, int, dict[str, str]]:
     return _admin_error(from_rollout_error(exc))
 
 
@@ -128,11 +134,20 @@ def _rollout_error(exc: RolloutError) -> tuple[str, int]:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path inside the dashboard: never an open redirect."""
+    """Only a plain path inside the dashboard, never an open redirect; anything else is the dashboard.
+
+    Refused: control characters and spaces (browsers drop a tab, so slash-tab-slash would read as ``//``),
+    backslashes, ``//``, a scheme or host, ``.``/``..`` segments, and paths outside the prefix.
+    """
     home = url_for(".index")
-    if target and target.startswith(home) and not target.startswith("//") and "\\" not in target:
-        return target
-    return home
+    if not target or len(target) > MAX_NEXT or not target.isascii() or not target.isprintable() or " " in target:
+        return home
+    parts = urlsplit(target)
+    path_segments = parts.path.split("/")
+    if (not target.startswith(home) or "\\" in target or "//" in parts.path or parts.scheme or parts.netloc
+            or parts.fragment or "." in path_segments or ".." in path_segments):
+        return home
+    return target
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -144,7 +159,14 @@ def login() -> Any:
         if auth.session_actor() is not None:
             return redirect(target)
         return render_template("v2rollout/login.html", next=target)
-    if auth.sign_in(request.form.get("token", "")):
+    try:
+        signed_in = auth.sign_in(request.form.get("token", ""))
+    except AdminError as exc:
+        if exc.retry_after is None:
+            raise
+        page = render_template("v2rollout/login.html", next=target, error=f"{exc.message}.")
+        return page, exc.status, {"Retry-After": str(exc.retry_after)}
+    if signed_in:
         return redirect(target, 303)
     return render_template("v2rollout/login.html", next=target, error="That token is not valid."), 401
 
@@ -215,7 +237,7 @@ def audit(name: str) -> str:
     page = inputs.bounded_int(request.args.get("page"), "page", default=1, low=1, high=inputs.MAX_PAGE)
     rows = _ext().audit(name, limit=AUDIT_PER_PAGE + 1, offset=(page - 1) * AUDIT_PER_PAGE)
     return render_template("v2rollout/audit.html", name=name, rows=rows[:AUDIT_PER_PAGE], page=page,
-                           has_more=len(rows) > AUDIT_PER_PAGE)
+                           has_more=len(rows) > AUDIT_PER_PAGE, access=binding().access.events(limit=ACCESS_ROWS))
 
 
 @bp.get("/rollouts/<name>/rollback")
