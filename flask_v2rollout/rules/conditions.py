@@ -126,16 +126,18 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in rule files",
-                                              self.peek_event().start_mark)
+            raise self._refused("aliases (*name) are not allowed in rule files")
         if self.depth >= MAX_YAML_DEPTH:
-            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep",
-                                              self.peek_event().start_mark)
+            raise self._refused(f"nested more than {MAX_YAML_DEPTH} levels deep")
         self.depth += 1
         try:
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+    def _refused(self, message: str) -> yaml.YAMLError:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        return yaml.composer.ComposerError(None, None, message, event.start_mark)
 
 
 def load_yaml(text: str) -> Any:
