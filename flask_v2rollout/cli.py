@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +15,41 @@ from flask.cli import with_appcontext
 from .binding import Binding
 from .errors import RolloutError
 from .extension import V2Rollout
-from .flags import parse_flag_text
+from .flags import MAX_ACTOR, MAX_NOTE, MAX_REASON, parse_flag_text
+
+
+class StrictText(click.ParamType[str, Any]):
+    """Text that decodes as UTF-8: undecodable bytes are refused here, not as a traceback at the database."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = value if isinstance(value, str) else os.fsdecode(value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # the undecodable bytes became lone surrogates (os.fsdecode)
+            self.fail("is not valid UTF-8 (check the terminal's or the script's encoding)", param, ctx)
+        return text
+
+
+class AsciiInt(click.ParamType[int, Any]):
+    """A whole number in ASCII digits (``int()`` would take ``1_0`` and other scripts' digits)."""
+
+    name = "integer"
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= 9) or not self.low <= int(text) <= self.high:
+            self.fail(f"must be a whole number from {self.low} to {self.high}", param, ctx)
+        return int(text)
+
+
+TEXT = StrictText()
 
 
 def _ext() -> V2Rollout:
@@ -67,10 +102,13 @@ def _operator_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-rollout_option = click.option("--rollout", "rollout_name", help="Rollout name (optional when only one exists).")
+rollout_option = click.option("--rollout", "rollout_name", type=TEXT,
+                              help="Rollout name (optional when only one exists).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-reason_option = click.option("--reason", help="Why; stored in the audit log.")
-actor_option = click.option("--actor", help="Who; stored in the audit log (default: cli:<login>).")
+reason_option = click.option("--reason", type=TEXT,
+                             help=f"Why; stored in the audit log (at most {MAX_REASON} characters).")
+actor_option = click.option("--actor", type=TEXT,
+                            help=f"Who; stored in the audit log (default: cli:<login>; at most {MAX_ACTOR} chars).")
 
 
 @click.group("v2rollout")
@@ -106,8 +144,9 @@ def status(rollout_name: str | None, as_json: bool) -> None:
 
 
 @cli.command("set-flag")
-@click.option("--flag", required=True, help="v2_rollout_percentage, v2_shadow_mode_enabled, …")
-@click.option("--value", required=True, help="A number 0–100 for the percentage; true/false for the others.")
+@click.option("--flag", required=True, type=TEXT, help="v2_rollout_percentage, v2_shadow_mode_enabled, …")
+@click.option("--value", required=True, type=TEXT,
+              help="A number 0–100 for the percentage; true/false for the others.")
 @rollout_option
 @reason_option
 @actor_option
@@ -121,7 +160,7 @@ def set_flag(flag: str, value: str, rollout_name: str | None, reason: str | None
 
 
 @cli.command("rollback")
-@click.option("--target", default="0", show_default=True, help="Percentage to roll back to.")
+@click.option("--target", default="0", show_default=True, type=TEXT, help="Percentage to roll back to.")
 @rollout_option
 @reason_option
 @actor_option
@@ -138,7 +177,7 @@ def rollback(target: str, rollout_name: str | None, reason: str | None, actor: s
 
 @cli.command("audit")
 @rollout_option
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--limit", default=20, show_default=True, type=AsciiInt(1, 1000))
 @json_option
 @with_appcontext
 @_operator_errors
@@ -153,7 +192,7 @@ def audit(rollout_name: str | None, limit: int, as_json: bool) -> None:
 
 @cli.command("metrics")
 @rollout_option
-@click.option("--window", default="5m", show_default=True, help="30s, 5m, 1h, 24h, 7d …")
+@click.option("--window", default="5m", show_default=True, type=TEXT, help="30s, 5m, 1h, 24h, 7d …")
 @json_option
 @with_appcontext
 @_operator_errors
@@ -270,9 +309,9 @@ def test_alert(actor: str | None) -> None:
 
 
 @cli.command("check")
-@click.argument("check_name")
+@click.argument("check_name", type=TEXT)
 @click.option("--pass/--fail", "passed", default=None, help="The verdict (required).")
-@click.option("--note", help="Free text stored with the check.")
+@click.option("--note", type=TEXT, help=f"Free text stored with the check (at most {MAX_NOTE} characters).")
 @rollout_option
 @actor_option
 @json_option

@@ -291,3 +291,21 @@ def test_admin_assets_never_collide_with_the_host_static(tmp_path: Path) -> None
     assert ours.status_code == 200 and "host css" not in ours.get_data(as_text=True)
     page = client.get("/login").get_data(as_text=True)
     assert 'href="/v2rollout-assets/admin.css' in page
+
+
+# -- numbers as sent ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw, status, stored", [
+    (b"1e-400", 400, None), (b"12.5000000000000001", 400, None), (b"-0", 200, 0.0), (b"-0.0", 200, 0.0),
+    (b"12.50", 200, 12.5),
+])
+def test_json_percentages_are_judged_as_typed(tmp_path: Path, raw: bytes, status: int, stored: float | None) -> None:
+    app, ext = make(tmp_path)
+    body = b'{"flag": "v2_rollout_percentage", "value": ' + raw + b', "reason": "x"}'
+    response = client_from(app).patch(f"{API}/calc/flags", data=body,
+                                      headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == status, response.json
+    with app.app_context():
+        value = ext.flags("calc", fresh=True)["v2_rollout_percentage"]
+    assert value == (stored if stored is not None else 0.0) and str(value) != "-0.0"

@@ -5,6 +5,7 @@ with a 4xx status and changes nothing. Writes record the caller (see ``auth``).
 """
 from __future__ import annotations
 
+import decimal
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -80,7 +81,8 @@ def _body(allowed: frozenset[str]) -> dict[str, Any]:
     if not request.is_json:
         raise AdminError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
     try:
-        data = current_app.json.loads(raw)
+        # decimals exactly as sent: 1e-400 must not arrive as 0.0, nor 12.5000000000000001 as 12.5
+        data = current_app.json.loads(raw, parse_float=decimal.Decimal)
     except (ValueError, RecursionError):
         raise AdminError(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(data, dict):

@@ -24,12 +24,12 @@ from wtforms.validators import ValidationError
 
 from ..access import BEARER, SIGN_IN, SIGN_OUT, AccessStore
 from ..binding import binding
+from ..flags import MAX_ACTOR
 from .errors import AdminError
 
 SESSION_KEY = "v2rollout_admin"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRFToken"
-MAX_ACTOR = 200  # the audit table's actor column
 
 
 def _token() -> str | None:

@@ -23,11 +23,22 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .. import signals
 from ..errors import ConflictError, FlagError
-from ..flags import AUTOPILOT, PERCENTAGE, SHADOW, FlagService, FlagSnapshot, FlagStore
+from ..flags import (
+    AUTOPILOT,
+    MAX_ACTOR,
+    MAX_NOTE,
+    PERCENTAGE,
+    SHADOW,
+    FlagService,
+    FlagSnapshot,
+    FlagStore,
+    validate_text,
+)
 from ..jsonlog import JsonlLog
 from ..metrics.catalogue import Facts, Minimums, values
 from ..metrics.store import MetricStore
 from ..models import alert_events_table, alert_state_table, checks_table, counters_table
+from ..registry import Rollout
 from ..rules.alerts import Rule, RuleSet, RuleState, Transition, evaluate, rearm
 from ..rules.conditions import Interval, Value
 from ..rules.gates import (
@@ -44,7 +55,6 @@ from ..rules.gates import (
     rollback_decision,
     with_durations,
 )
-from ..registry import Rollout
 from ..rules.runbook import load_runbook
 from ..settings import Settings
 from . import lease
@@ -229,10 +239,8 @@ class Evaluator:
             raise FlagError(f"unknown check {check!r}; manual checks: {known}", field="check")
         if not isinstance(passed, bool):
             raise FlagError(f"passed must be true or false, got {passed!r}", field="passed")
-        if not isinstance(actor, str) or not actor.strip():
-            raise FlagError("actor is required", field="actor")
-        if note is not None and (not isinstance(note, str) or len(note) > 2000):
-            raise FlagError("note must be a string of at most 2000 characters", field="note")
+        validate_text(actor, "actor", MAX_ACTOR, required=True)
+        validate_text(note, "note", MAX_NOTE)
         created = datetime.fromtimestamp(self.clock(), UTC)
         row = {"rollout": name, "check": check, "passed": int(passed), "actor": actor, "note": note,
                "created_at": created}
@@ -402,7 +410,8 @@ class Evaluator:
             rule = self.rules[rule_name] if rule_name in self.rules else None
             out.append({
                 "rollout": rollout, "rule": rule_name, "state": st.status, "since": st.since,
-                "fired_at": st.fired_at, "evaluated_at": st.evaluated_at, "no_data": st.no_data, "severity": rule.severity if rule else None,
+                "fired_at": st.fired_at, "evaluated_at": st.evaluated_at, "no_data": st.no_data,
+                "severity": rule.severity if rule else None,
                 "description": rule.description if rule else None, "action": rule.action if rule else None,
                 "notify": list(rule.notify) if rule else [],
             })
