@@ -13,7 +13,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from .binding import Binding
-from .errors import RolloutError
+from .errors import ApprovalRequired, RolloutError
 from .extension import V2Rollout
 from .flags import MAX_ACTOR, MAX_NOTE, MAX_REASON, parse_flag_text
 
@@ -90,11 +90,18 @@ def _emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
     click.echo(json.dumps(data, indent=2, default=str) if as_json else text(data))
 
 
+#: exit status of a change that was accepted but waits for a second approver
+PENDING_APPROVAL = 3
+
+
 def _operator_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the extension's errors into a clear message and exit status 1."""
+    """Turn the extension's errors into a clear message and exit status 1 (3: waiting for approval)."""
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except ApprovalRequired as pending:
+            click.echo(f"{pending}; approve with: flask v2rollout approve {pending.approval['id']}")
+            raise SystemExit(PENDING_APPROVAL) from None
         except RolloutError as exc:
             raise click.ClickException(str(exc)) from None
     wrapper.__name__ = func.__name__
@@ -337,3 +344,29 @@ def verify(as_json: bool) -> None:
     _emit(results, as_json, lambda rs: "\n".join(f"{r['status']}  {r['check']}: {r['detail']}" for r in rs))
     if any(r["status"] == "FAIL" for r in results):
         raise SystemExit(1)
+
+
+@cli.command("approvals")
+@rollout_option
+@json_option
+@with_appcontext
+@_operator_errors
+def approvals(rollout_name: str | None, as_json: bool) -> None:
+    """Changes waiting for a second approver, and recently decided ones."""
+    rows = _ext().approvals(_rollout_name(rollout_name))
+    _emit(rows, as_json, lambda rs: "\n".join(
+        f"#{r['id']}  {r['status']}  {r['changes']}  asked by {r['requested_by']} at {_iso(r['requested_at'])}"
+        + (f", decided by {r['decided_by']}" if r["decided_by"] else "") for r in rs) or "no approvals")
+
+
+@cli.command("approve")
+@click.argument("approval_id", type=AsciiInt(1, 2**31 - 1))
+@rollout_option
+@actor_option
+@with_appcontext
+@_operator_errors
+def approve(approval_id: int, rollout_name: str | None, actor: str | None) -> None:
+    """Apply someone else's pending change (the four-eyes rule: not your own)."""
+    name = _rollout_name(rollout_name)
+    changes = _ext().approve(name, approval_id, actor=_actor(actor))
+    click.echo(f"{name}: approved #{approval_id}: " + ", ".join(f"{c.flag} {c.old} -> {c.new}" for c in changes))

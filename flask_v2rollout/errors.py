@@ -59,3 +59,23 @@ class StaleDecisionError(ConflictError):
 
 class GateError(RolloutError):
     """The gate does not allow the requested move (not GO); nothing was changed."""
+
+
+class ApprovalRequired(RolloutError):
+    """The change raises the rollout above ``V2ROLLOUT_APPROVAL_ABOVE``: it waits, as ``approval``, for a second person.
+
+    Nothing was changed yet; raised rather than returned so that no caller can mistake it for an applied change.
+    """
+
+    def __init__(self, approval: dict[str, object]) -> None:
+        super().__init__(f"the change waits for approval #{approval['id']} by another approver "
+                         f"(expires in {approval['expires_in_s']:.0f} s)")
+        self.approval = approval
+
+
+class ApprovalError(RolloutError):
+    """An approval cannot be given (unknown, expired, decided, or asked by the same person); nothing changed."""
+
+    def __init__(self, message: str, *, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status

@@ -471,9 +471,12 @@ class FlagService:
     audited and announced the same way. ``sender`` is the app the signals name.
     """
 
-    def __init__(self, store: FlagStore, *, sender: Any) -> None:
+    def __init__(self, store: FlagStore, *, sender: Any,
+                 on_rollback: Callable[[str, str], None] | None = None) -> None:
+        """``on_rollback(rollout, actor)`` runs after every rollback (it cancels pending approvals)."""
         self.store = store
         self._sender = sender
+        self._on_rollback = on_rollback
 
     def set_flags(
         self, name: str, changes: Mapping[str, Any], *, actor: str, reason: str | None = None,
@@ -489,6 +492,13 @@ class FlagService:
         return made
 
     def rollback(self, name: str, target: float = 0, *, actor: str, reason: str | None = None) -> list[FlagChange]:
+        """Lower the percentage to ``target`` (see :meth:`_lower`), then cancel what waits for approval."""
+        made = self._lower(name, target, actor=actor, reason=reason)
+        if self._on_rollback is not None:
+            self._on_rollback(name, actor)
+        return made
+
+    def _lower(self, name: str, target: float, *, actor: str, reason: str | None) -> list[FlagChange]:
         """Lower the percentage to ``target``; a rollback always wins.
 
         A target above the current percentage is refused (a rollback never raises it).

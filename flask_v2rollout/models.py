@@ -6,7 +6,7 @@ Alembic adds this metadata to ``target_metadata``.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -26,7 +26,7 @@ metadata = MetaData()
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 #: One row per rollout: its four flags as JSON and a version for optimistic concurrency.
@@ -181,4 +181,22 @@ admin_sessions_table = Table(
     Column("created_at", Float, nullable=False),
     Column("last_seen", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+)
+
+#: Changes waiting for a second person (four eyes): requested, then approved, expired or cancelled.
+approvals_table = Table(
+    "v2rollout_approvals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rollout", String(100), nullable=False),
+    Column("changes", Text, nullable=False),
+    Column("flag_version", Integer, nullable=True),
+    Column("requested_by", String(200), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("requested_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("decided_by", String(200), nullable=True),
+    Column("decided_at", Float, nullable=True),
+    Index("ix_v2rollout_approvals_rollout_status", "rollout", "status"),
 )

@@ -22,6 +22,7 @@ from opentelemetry import trace as otel_trace
 from sqlalchemy import Engine, create_engine, event
 
 from .access import AccessStore, Limits
+from .approvals import ApprovalStore
 from .clock import Clock
 from .decisions.evaluator import Evaluator
 from .decisions.mail import Email
@@ -102,7 +103,11 @@ class Runtime:
             error_log_interval=settings.store_error_log_interval_s,
             on_failure=partial(self.recorder.db_failure, "flags"), wall_clock=self.clock,
         )
-        self.flags = FlagService(self.store, sender=app)
+        self.approvals = ApprovalStore(
+            self.engine, ensure_tables=self.store.ensure_tables, clock=self.clock,
+            threshold=settings.approval_above, ttl_s=settings.approval_ttl_s,
+        )
+        self.flags = FlagService(self.store, sender=app, on_rollback=self._rolled_back)
         self.access = AccessStore(
             self.engine, ensure_tables=self.store.ensure_tables, clock=self.clock,
             limits=Limits(settings.auth_window_s, settings.auth_address_failures, settings.auth_global_failures),
@@ -154,6 +159,11 @@ class Runtime:
         )
         registry.on_add(self.rollout_added)
         _at_fork_and_exit(self)
+
+    def _rolled_back(self, name: str, actor: str) -> None:
+        cancelled = self.approvals.cancel_pending(name, actor)
+        if cancelled:
+            log.warning("v2rollout: rollback of %s by %s cancelled %d pending approval(s)", name, actor, cancelled)
 
     def rollout_added(self, rollout: Rollout) -> None:
         self.store.add_rollout(rollout.name)

@@ -247,6 +247,11 @@ class Settings:
         _integer(1), 20, "refused credentials from one client address per window before it gets 429")
     auth_global_failures: int = _key(
         _integer(1), 200, "refused credentials from all addresses together per window before everyone gets 429")
+    approval_above: float | None = _key(
+        _optional(_number(0.0, 100.0, what="a percentage")), None,
+        "raising a rollout above this percentage waits for a second approver (None: no approvals)")
+    approval_ttl_s: float = _key(_number(1.0, what="a number of seconds"), 3600.0,
+                                 "seconds a change waits for approval before it expires")
     admin_session_idle_s: float = _key(_number(1.0, what="a number of seconds"), 1800.0,
                                        "a dashboard sign-in unused this long is revoked")
     admin_session_lifetime_s: float = _key(_number(1.0, what="a number of seconds"), 43200.0,

@@ -16,16 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 from flask import current_app, g, request, session
-from flask_wtf.csrf import generate_csrf, validate_csrf
-from wtforms.validators import ValidationError
+from flask_wtf.csrf import generate_csrf, validate_csrf  # type: ignore[import-untyped]
+from wtforms.validators import ValidationError  # type: ignore[import-untyped]
 
 from ..access import BEARER, SIGN_IN, SIGN_OUT, AccessStore
 from ..binding import binding
 from ..flags import MAX_ACTOR
+from ..roles import APPROVER, ROLES, Principal
 from .errors import AdminError
+
+log = logging.getLogger("flask_v2rollout")
 
 SESSION_KEY = "v2rollout_admin"
 CSRF_FIELD = "csrf_token"
@@ -91,15 +96,29 @@ def bearer_actor() -> str | None:
     return token_actor()
 
 
-def loader_actor() -> str | None:
-    """What the host's ``admin_required`` callable says, as audit text; None refuses."""
+def loader_principal() -> Principal | None:
+    """What the host's ``admin_required`` callable says; None (or False) refuses.
+
+    It returns an actor (full rights, as before roles existed), ``(actor, role)`` or
+    ``{"actor": …, "role": …}``; an unknown role refuses with 403 (fail closed).
+    """
     func = _loader()
     if func is None:
         return None
-    actor = func()
-    if actor is None or actor is False:
+    said = func()
+    if said is None or said is False:
         return None
-    return str(actor).strip()[:MAX_ACTOR] or None
+    if isinstance(said, tuple) and len(said) == 2:
+        actor, role = said
+    elif isinstance(said, Mapping):
+        actor, role = said.get("actor"), said.get("role")
+    else:
+        actor, role = said, APPROVER
+    if role not in ROLES:
+        log.error("v2rollout: admin_required returned the unknown role %r (roles: %s)", role, ", ".join(ROLES))
+        raise AdminError(403, "forbidden", f"unknown role; roles are {', '.join(ROLES)}")
+    text = "" if actor is None else str(actor).strip()[:MAX_ACTOR]
+    return Principal(text, role) if text else None
 
 
 def _session_mark(token: str) -> str:
@@ -151,23 +170,30 @@ def sign_out() -> None:
     g.v2rollout_session_actor = None
 
 
-def html_actor() -> str | None:
-    """The dashboard's operator: signed in with the token, else the host's callable."""
-    return session_actor() or loader_actor()
+def html_principal() -> Principal | None:
+    """The dashboard's user: signed in with the token (full rights), else the host's callable."""
+    actor = session_actor()
+    return Principal(actor, APPROVER) if actor is not None else loader_principal()
 
 
-def api_actor(*, write: bool) -> str:
-    """The JSON API's caller: Bearer token, else the host's callable (+ CSRF header for writes)."""
+def api_principal(*, write: bool) -> Principal:
+    """The JSON API's caller: Bearer token (full rights), else the host's callable (+ CSRF header for writes)."""
     actor = bearer_actor()
     if actor is not None:
-        return actor
-    actor = loader_actor()
-    if actor is None:
+        return Principal(actor, APPROVER)
+    found = loader_principal()
+    if found is None:
         hint = "send Authorization: Bearer <token>" if _token() else "the host's admin_required refused"
         raise AdminError(401, "unauthorized", f"authentication required: {hint}")
     if write and not csrf_valid(request.headers.get(CSRF_HEADER)):
         raise AdminError(403, "csrf", f"a write authorised by a session needs a valid {CSRF_HEADER} header")
-    return actor
+    return found
+
+
+def require_role(principal: Principal, role: str) -> None:
+    """403 unless ``principal`` holds ``role`` or a higher one."""
+    if ROLES.index(principal.role) < ROLES.index(role):
+        raise AdminError(403, "forbidden", f"{principal.actor} is a {principal.role}; this needs the {role} role")
 
 
 def csrf_token() -> str:

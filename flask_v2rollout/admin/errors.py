@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConflictError, FlagError, RolloutError, UnknownRollout
+from ..errors import ApprovalError, ConflictError, FlagError, RolloutError, UnknownRollout
 
 
 @dataclass
@@ -41,6 +41,8 @@ def from_rollout_error(exc: RolloutError) -> AdminError:
         return AdminError(404, "unknown_rollout", str(exc), "rollout")
     if isinstance(exc, FlagError):
         return AdminError(400, "invalid", str(exc), exc.field)
+    if isinstance(exc, ApprovalError):
+        return AdminError(exc.status, "approval", str(exc), "approval")
     if isinstance(exc, ConflictError):
         return AdminError(409, "conflict", str(exc), "version")
     # GateError and any later RolloutError: the rollout's state forbids the operation now.

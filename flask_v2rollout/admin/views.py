@@ -15,8 +15,9 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 from werkzeug.wrappers import Response
 
 from ..binding import RolloutAPI, binding
-from ..errors import RolloutError
+from ..errors import ApprovalRequired, RolloutError
 from ..flags import FLAG_NAMES, PERCENTAGE, parse_flag_text
+from ..roles import APPROVER, OPERATOR
 from . import auth, inputs
 from .charts import RANGES, build_charts
 from .errors import AdminError, bad_input, from_rollout_error
@@ -25,6 +26,8 @@ from .svg import number
 bp = Blueprint("views", __name__)
 
 PUBLIC_ENDPOINTS = frozenset({"v2rollout.views.login"})
+SIGN_OUT_ENDPOINTS = frozenset({"v2rollout.views.logout"})
+APPROVE_ENDPOINTS = frozenset({"v2rollout.views.approve"})
 #: a ``next`` longer than this is not one the dashboard made
 MAX_NEXT = 2000
 AUDIT_PER_PAGE = 50
@@ -62,19 +65,21 @@ def _require_admin() -> Response | None:
                                       "Reload the page and try again.")
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
-    actor = auth.html_actor()
-    if actor is None:
+    principal = auth.html_principal()
+    if principal is None:
         if request.method == "GET" and auth.token_enabled():
             return redirect(url_for(".login", next=request.full_path.rstrip("?")))
         raise AdminError(401, "unauthorized", "Sign in to use the rollout dashboard.")
-    g.v2rollout_actor = actor
+    if request.method == "POST" and request.endpoint not in SIGN_OUT_ENDPOINTS:
+        auth.require_role(principal, APPROVER if request.endpoint in APPROVE_ENDPOINTS else OPERATOR)
+    g.v2rollout_actor, g.v2rollout_role = principal.actor, principal.role
     return None
 
 
 @bp.context_processor
 def _helpers() -> dict[str, Any]:
     return {
-        "csrf_token": auth.csrf_token, "actor": g.get("v2rollout_actor"),
+        "csrf_token": auth.csrf_token, "actor": g.get("v2rollout_actor"), "role": g.get("v2rollout_role"),
         "signed_in_with_token": auth.session_actor() is not None, "token_login": auth.token_enabled(),
         "pct": _pct, "num": number, "when": _when, "hours": _hours,
         "flag_value": _flag_value, "gate_value": _gate_value,
@@ -211,6 +216,7 @@ def _page(name: str, range_key: str) -> dict[str, Any]:
         "checks": [c for c in checks if c["description"] in in_gate],
         "other_checks": [c for c in checks if c["description"] not in in_gate],
         "audit": ext.audit(name, limit=RECENT_AUDIT),
+        "approvals": [a for a in ext.approvals(name) if a["status"] == "pending"],
         "now": ext.metrics(name, "5m"),
         # the last minute of a series is still being counted: drawing it would show a false drop
         "charts": build_charts(ext.series(name, window)[:-1], bucket),
@@ -263,6 +269,9 @@ def _change(name: str, action: Callable[[], str], refused: Callable[[AdminError]
     """Run one change: success → flash and redirect (PRG); refusal → the page again, with why."""
     try:
         message = action()
+    except ApprovalRequired as pending:
+        flash(f"{name}: {pending}.", "success")
+        return redirect(url_for(".rollout", name=name), 303)
     except (AdminError, RolloutError) as exc:
         error = exc if isinstance(exc, AdminError) else from_rollout_error(exc)
         if error.status == 404:
@@ -344,5 +353,13 @@ def record_check(name: str) -> Any:
         note = inputs.reason(request.form.get("note"), "note", inputs.MAX_NOTE)
         _ext().record_check(name, check, passed, actor=g.v2rollout_actor, note=note)
         return f"{name}: check {check!r} recorded as {'passed' if passed else 'failed'}."
+
+    return _change(name, action)
+
+
+@bp.post("/rollouts/<name>/approvals/<int:approval_id>/approve")
+def approve(name: str, approval_id: int) -> Any:
+    def action() -> str:
+        return _summary(name, _ext().approve(name, approval_id, actor=g.v2rollout_actor))
 
     return _change(name, action)
