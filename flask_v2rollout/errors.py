@@ -1,6 +1,8 @@
 """Exceptions of Flask-V2Rollout."""
 from __future__ import annotations
 
+from typing import Any
+
 
 class Fallback(Exception):
     """Raised inside v2 to serve v1 instead; ``reason`` is recorded with the outcome."""
@@ -67,7 +69,7 @@ class ApprovalRequired(RolloutError):
     Nothing was changed yet; raised rather than returned so that no caller can mistake it for an applied change.
     """
 
-    def __init__(self, approval: dict[str, object]) -> None:
+    def __init__(self, approval: dict[str, Any]) -> None:
         super().__init__(f"the change waits for approval #{approval['id']} by another approver "
                          f"(expires in {approval['expires_in_s']:.0f} s)")
         self.approval = approval
