@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, insert, select, update
 
 from .errors import ApprovalError
-from .flags import PERCENTAGE
+from .flags import AUTOPILOT, PERCENTAGE
 from .models import approvals_table
 
 PENDING, APPROVED, CANCELLED, EXPIRED, STALE = "pending", "approved", "cancelled", "expired", "stale"
@@ -31,12 +31,16 @@ class ApprovalStore:
         self.threshold = threshold
         self.ttl_s = ttl_s
 
-    def needed(self, current: float, changes: Mapping[str, Any]) -> bool:
-        """True when ``changes`` raise the percentage from ``current`` to above the threshold."""
-        if self.threshold is None or PERCENTAGE not in changes:
+    def needed(self, current: Mapping[str, Any], changes: Mapping[str, Any]) -> bool:
+        """True when ``changes`` raise the percentage above the threshold, or turn on the autopilot (which would)."""
+        if self.threshold is None:
+            return False
+        if changes.get(AUTOPILOT) is True and not current[AUTOPILOT]:
+            return True
+        if PERCENTAGE not in changes:
             return False
         target = float(changes[PERCENTAGE])
-        return target > self.threshold and target > current
+        return target > self.threshold and target > float(current[PERCENTAGE])
 
     def request(self, rollout: str, changes: Mapping[str, Any], *, flag_version: int | None, actor: str,
                 reason: str | None) -> dict[str, Any]:

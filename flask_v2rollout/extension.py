@@ -275,7 +275,7 @@ class V2Rollout:
         runtime = self._runtime()
         checked = validate_flags(changes)
         current = runtime.store.read_fresh(name)
-        if runtime.approvals.needed(current.percentage, checked):
+        if runtime.approvals.needed(current.values, checked):
             validate_text(actor, "actor", MAX_ACTOR, required=True)
             validate_text(reason, "reason", MAX_REASON)
             if expected_version is not None and expected_version != current.version:

@@ -114,6 +114,17 @@ def test_an_emergency_rollback_never_waits_and_cancels_the_pending_raise(
     assert late.status_code == 409 and flags(app, ext)[PCT] == 0
 
 
+def test_turning_the_autopilot_on_waits_for_approval(admin: tuple[Flask, V2Rollout, Clock]) -> None:
+    app, ext, _ = admin
+    client = app.test_client()
+    response = call(client, "alice", "PATCH", "/flags", {"flag": "v2_autopilot_enabled", "value": True})
+    assert response.status_code == 202 and flags(app, ext)["v2_autopilot_enabled"] is False
+    done = call(client, "bob", "POST", f"/approvals/{response.json['approval']['id']}/approve")
+    assert done.status_code == 200 and flags(app, ext)["v2_autopilot_enabled"] is True
+    off = call(client, "alice", "PATCH", "/flags", {"flag": "v2_autopilot_enabled", "value": False})
+    assert off.status_code == 200, "turning it off never waits"
+
+
 def test_an_approval_expires(admin: tuple[Flask, V2Rollout, Clock]) -> None:
     app, ext, clock = admin
     client = app.test_client()
