@@ -264,9 +264,14 @@ def _weak_call(obj: Any, method: Callable[[Any], None]) -> Callable[[], None]:
     return call
 
 
+def _reset_counts(runtime: Runtime) -> None:
+    runtime.recorder.reset()
+    runtime.in_flight.reset()
+
+
 def _at_fork_and_exit(runtime: Runtime) -> None:
     """A forked child starts with empty counters; every process flushes at exit."""
-    os.register_at_fork(after_in_child=_weak_call(runtime, lambda r: (r.recorder.reset(), r.in_flight.reset())))
+    os.register_at_fork(after_in_child=_weak_call(runtime, _reset_counts))
     atexit.register(_weak_call(runtime, lambda r: r.shutdown()))
 
 

@@ -50,6 +50,7 @@ from .conditions import (
     UNIT_NAMES,
     AlertRuleError,
     Condition,
+    MinSample,
     Problem,
     Unit,
     load_yaml,
@@ -65,7 +66,6 @@ from .gates import (
     Kind,
     Matrix,
     MatrixRow,
-    MinSample,
     Signal,
     Stage,
 )
