@@ -54,6 +54,11 @@ def _text(body: dict[str, Any], field: str, max_length: int) -> str:
         raise ApiError(400, "empty_field", f"{field!r} must not be empty", field)
     if len(value) > max_length:
         raise ApiError(400, "too_long", f"{field!r} must be at most {max_length} characters", field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate such as JSON "\ud800": SQLite and the logs could not store it
+        raise ApiError(400, "invalid_text", f"{field!r} contains characters that are not valid Unicode text",
+                       field) from None
     return value
 
 

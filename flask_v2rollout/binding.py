@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol
 
 from flask import current_app
 
+from .access import AccessStore
 from .flags import FlagChange
 from .registry import AdminCallable, Registry
 from .settings import Settings
@@ -32,6 +33,8 @@ class RolloutAPI(Protocol):
     def rollback(self, name: str, target: float = 0, *, actor: str, reason: str | None = None
                  ) -> list[FlagChange]: ...
     def advance(self, name: str, *, actor: str, reason: str | None = None) -> list[FlagChange]: ...
+    def approvals(self, name: str) -> list[dict[str, Any]]: ...
+    def approve(self, name: str, approval_id: int, *, actor: str) -> list[FlagChange]: ...
     def gate(self, name: str) -> Any: ...
     def alerts(self, name: str | None = None) -> list[dict[str, Any]]: ...
     def checks(self, name: str) -> list[dict[str, Any]]: ...
@@ -50,6 +53,7 @@ class Binding:
     rollout: RolloutAPI
     registry: Registry
     settings: Settings
+    access: AccessStore
 
     @property
     def admin_required(self) -> AdminCallable | None:

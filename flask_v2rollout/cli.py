@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -12,10 +13,44 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from .binding import Binding
-from .errors import RolloutError
+from .errors import ApprovalRequired, RolloutError
 from .extension import V2Rollout
-from .flags import parse_flag_text
+from .flags import MAX_ACTOR, MAX_NOTE, MAX_REASON, parse_flag_text
 from .storefile import existing_store_only
+
+
+class StrictText(click.ParamType[str, Any]):
+    """Text that decodes as UTF-8: undecodable bytes are refused here, not as a traceback at the database."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = value if isinstance(value, str) else os.fsdecode(value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # the undecodable bytes became lone surrogates (os.fsdecode)
+            self.fail("is not valid UTF-8 (check the terminal's or the script's encoding)", param, ctx)
+        return text
+
+
+class AsciiInt(click.ParamType[int, Any]):
+    """A whole number in ASCII digits (``int()`` would take ``1_0`` and other scripts' digits)."""
+
+    name = "integer"
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= 9) or not self.low <= int(text) <= self.high:
+            self.fail(f"must be a whole number from {self.low} to {self.high}", param, ctx)
+        return int(text)
+
+
+TEXT = StrictText()
 
 
 def _ext() -> V2Rollout:
@@ -56,11 +91,18 @@ def _emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
     click.echo(json.dumps(data, indent=2, default=str) if as_json else text(data))
 
 
+#: exit status of a change that was accepted but waits for a second approver
+PENDING_APPROVAL = 3
+
+
 def _operator_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the extension's errors into a clear message and exit status 1."""
+    """Turn the extension's errors into a clear message and exit status 1 (3: waiting for approval)."""
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except ApprovalRequired as pending:
+            click.echo(f"{pending}; approve with: flask v2rollout approve {pending.approval['id']}")
+            raise SystemExit(PENDING_APPROVAL) from None
         except RolloutError as exc:
             raise click.ClickException(str(exc)) from None
     wrapper.__name__ = func.__name__
@@ -68,10 +110,13 @@ def _operator_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-rollout_option = click.option("--rollout", "rollout_name", help="Rollout name (optional when only one exists).")
+rollout_option = click.option("--rollout", "rollout_name", type=TEXT,
+                              help="Rollout name (optional when only one exists).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-reason_option = click.option("--reason", help="Why; stored in the audit log.")
-actor_option = click.option("--actor", help="Who; stored in the audit log (default: cli:<login>).")
+reason_option = click.option("--reason", type=TEXT,
+                             help=f"Why; stored in the audit log (at most {MAX_REASON} characters).")
+actor_option = click.option("--actor", type=TEXT,
+                            help=f"Who; stored in the audit log (default: cli:<login>; at most {MAX_ACTOR} chars).")
 
 
 @click.group("v2rollout")
@@ -111,8 +156,9 @@ def status(rollout_name: str | None, as_json: bool) -> None:
 
 
 @cli.command("set-flag")
-@click.option("--flag", required=True, help="v2_rollout_percentage, v2_shadow_mode_enabled, …")
-@click.option("--value", required=True, help="A number 0–100 for the percentage; true/false for the others.")
+@click.option("--flag", required=True, type=TEXT, help="v2_rollout_percentage, v2_shadow_mode_enabled, …")
+@click.option("--value", required=True, type=TEXT,
+              help="A number 0–100 for the percentage; true/false for the others.")
 @rollout_option
 @reason_option
 @actor_option
@@ -126,7 +172,7 @@ def set_flag(flag: str, value: str, rollout_name: str | None, reason: str | None
 
 
 @cli.command("rollback")
-@click.option("--target", default="0", show_default=True, help="Percentage to roll back to.")
+@click.option("--target", default="0", show_default=True, type=TEXT, help="Percentage to roll back to.")
 @rollout_option
 @reason_option
 @actor_option
@@ -143,7 +189,7 @@ def rollback(target: str, rollout_name: str | None, reason: str | None, actor: s
 
 @cli.command("audit")
 @rollout_option
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--limit", default=20, show_default=True, type=AsciiInt(1, 1000))
 @json_option
 @with_appcontext
 @_operator_errors
@@ -158,7 +204,7 @@ def audit(rollout_name: str | None, limit: int, as_json: bool) -> None:
 
 @cli.command("metrics")
 @rollout_option
-@click.option("--window", default="5m", show_default=True, help="30s, 5m, 1h, 24h, 7d …")
+@click.option("--window", default="5m", show_default=True, type=TEXT, help="30s, 5m, 1h, 24h, 7d …")
 @json_option
 @with_appcontext
 @_operator_errors
@@ -275,9 +321,9 @@ def test_alert(actor: str | None) -> None:
 
 
 @cli.command("check")
-@click.argument("check_name")
+@click.argument("check_name", type=TEXT)
 @click.option("--pass/--fail", "passed", default=None, help="The verdict (required).")
-@click.option("--note", help="Free text stored with the check.")
+@click.option("--note", type=TEXT, help=f"Free text stored with the check (at most {MAX_NOTE} characters).")
 @rollout_option
 @actor_option
 @json_option
@@ -303,3 +349,29 @@ def verify(as_json: bool) -> None:
     _emit(results, as_json, lambda rs: "\n".join(f"{r['status']}  {r['check']}: {r['detail']}" for r in rs))
     if any(r["status"] == "FAIL" for r in results):
         raise SystemExit(1)
+
+
+@cli.command("approvals")
+@rollout_option
+@json_option
+@with_appcontext
+@_operator_errors
+def approvals(rollout_name: str | None, as_json: bool) -> None:
+    """Changes waiting for a second approver, and recently decided ones."""
+    rows = _ext().approvals(_rollout_name(rollout_name))
+    _emit(rows, as_json, lambda rs: "\n".join(
+        f"#{r['id']}  {r['status']}  {r['changes']}  asked by {r['requested_by']} at {_iso(r['requested_at'])}"
+        + (f", decided by {r['decided_by']}" if r["decided_by"] else "") for r in rs) or "no approvals")
+
+
+@cli.command("approve")
+@click.argument("approval_id", type=AsciiInt(1, 2**31 - 1))
+@rollout_option
+@actor_option
+@with_appcontext
+@_operator_errors
+def approve(approval_id: int, rollout_name: str | None, actor: str | None) -> None:
+    """Apply someone else's pending change (the four-eyes rule: not your own)."""
+    name = _rollout_name(rollout_name)
+    changes = _ext().approve(name, approval_id, actor=_actor(actor))
+    click.echo(f"{name}: approved #{approval_id}: " + ", ".join(f"{c.flag} {c.old} -> {c.new}" for c in changes))

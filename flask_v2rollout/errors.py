@@ -1,6 +1,8 @@
 """Exceptions of Flask-V2Rollout."""
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.exc import SQLAlchemyError
 
 
@@ -76,3 +78,21 @@ class StoreFileError(RolloutError, SQLAlchemyError):
             "(docs/operations.md: 'Flag store unhealthy')"
         )
         self.path = path
+class ApprovalRequired(RolloutError):
+    """The change raises the rollout above ``V2ROLLOUT_APPROVAL_ABOVE``: it waits, as ``approval``, for a second person.
+
+    Nothing was changed yet; raised rather than returned so that no caller can mistake it for an applied change.
+    """
+
+    def __init__(self, approval: dict[str, Any]) -> None:
+        super().__init__(f"the change waits for approval #{approval['id']} by another approver "
+                         f"(expires in {approval['expires_in_s']:.0f} s)")
+        self.approval = approval
+
+
+class ApprovalError(RolloutError):
+    """An approval cannot be given (unknown, expired, decided, or asked by the same person); nothing changed."""
+
+    def __init__(self, message: str, *, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status

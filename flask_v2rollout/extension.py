@@ -14,12 +14,29 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace as otel_trace
 
 from .admin import register_admin
+from .approvals import APPROVED
 from .binding import Binding
 from .compare import Comparator, Extractor
 from .decisions.evaluator import GateReport
 from .dispatch import Calculator, Outcome
-from .errors import ConflictError, GateError, RolloutError, StaleDecisionError
-from .flags import FLAG_NAMES, PERCENTAGE, SHADOW, FlagChange
+from .errors import (
+    ApprovalError,
+    ApprovalRequired,
+    ConflictError,
+    GateError,
+    RolloutError,
+    StaleDecisionError,
+)
+from .flags import (
+    FLAG_NAMES,
+    MAX_ACTOR,
+    MAX_REASON,
+    PERCENTAGE,
+    SHADOW,
+    FlagChange,
+    validate_flags,
+    validate_text,
+)
 from .metrics.recorder import parse_window
 from .metrics.store import Minute, Window
 from .pipeline import Assignment
@@ -72,8 +89,10 @@ class V2Rollout:
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         settings = Settings.from_config(app.config)
-        app.extensions["v2rollout"] = Runtime(app, self.registry, settings, db=db, providers=self._providers)
-        binding = app.extensions[Binding.KEY] = Binding(rollout=self, registry=self.registry, settings=settings)
+        runtime = app.extensions["v2rollout"] = Runtime(app, self.registry, settings, db=db,
+                                                        providers=self._providers)
+        binding = app.extensions[Binding.KEY] = Binding(rollout=self, registry=self.registry, settings=settings,
+                                                        access=runtime.access)
         register_admin(app, binding)
 
     def register(
@@ -253,8 +272,45 @@ class V2Rollout:
         changed when any of them is raised.
         """
         self._rollout(name)
-        return self._runtime().flags.set_flags(
-            name, changes, actor=actor, reason=reason, expected_version=expected_version)
+        runtime = self._runtime()
+        checked = validate_flags(changes)
+        current = runtime.store.read_fresh(name)
+        if runtime.approvals.needed(current.values, checked):
+            validate_text(actor, "actor", MAX_ACTOR, required=True)
+            validate_text(reason, "reason", MAX_REASON)
+            if expected_version is not None and expected_version != current.version:
+                raise ConflictError(name, expected_version, current.version)
+            raise ApprovalRequired(runtime.approvals.request(name, checked, flag_version=current.version,
+                                                             actor=actor, reason=reason))
+        return runtime.flags.set_flags(name, checked, actor=actor, reason=reason, expected_version=expected_version)
+
+    def approvals(self, name: str) -> list[dict[str, Any]]:
+        """The rollout's changes waiting for approval, and recently decided ones, newest first."""
+        self._rollout(name)
+        return self._runtime().approvals.listing(name)
+
+    def approve(self, name: str, approval_id: int, *, actor: str) -> list[FlagChange]:
+        """Apply a pending change as its requester, approved by ``actor`` (who must be someone else).
+
+        The change lands compare-and-set on the flag version it was requested at: if the
+        flags moved since, the approval is void (``ApprovalError``) and nothing changes.
+        """
+        self._rollout(name)
+        validate_text(actor, "actor", MAX_ACTOR, required=True)
+        store = self._runtime().approvals
+        found = store.check_approver(name, approval_id, actor)
+        if not store.decide(name, approval_id, APPROVED, actor):
+            raise ApprovalError(f"approval #{approval_id} was decided by someone else meanwhile")
+        suffix = f" [approved by {actor}, #{approval_id}]"
+        reason = ((found["reason"] or "")[:MAX_REASON - len(suffix)] + suffix).strip()
+        try:
+            return self._runtime().flags.set_flags(name, found["changes"], actor=found["requested_by"],
+                                                   reason=reason[:MAX_REASON],
+                                                   expected_version=found["flag_version"])
+        except ConflictError:
+            store.void(name, approval_id)
+            raise ApprovalError(f"the flags of {name} changed since approval #{approval_id} was requested; "
+                                "it is void: request the change again") from None
 
     def rollback(self, name: str, target: float = 0, *, actor: str, reason: str | None = None) -> list[FlagChange]:
         """Lower the rollout percentage to ``target`` (emergency: 0), audited; a higher target is refused."""

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 import weakref
@@ -57,6 +58,31 @@ RUNBOOK_DEFAULTS: dict[str, Any] = {
 #: Served when SQL has never answered: everyone on v1, no shadow work.
 SAFE_FLAGS: dict[str, Any] = dict(RUNBOOK_DEFAULTS)
 
+#: The longest text stored with a change, per field: checked before any SQL, so SQLite (which would store
+#: anything) and PostgreSQL (which would raise) refuse the same input the same way.
+MAX_ACTOR = 200
+MAX_REASON = 1000
+MAX_NOTE = 2000
+#: a number as an operator types it: ASCII digits only (no ``1_0``, no other scripts' digits)
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
+
+
+def validate_text(value: Any, field: str, limit: int, *, required: bool = False) -> str | None:
+    """Text stored in the audit (actor, reason, note): storable in any database and at most ``limit`` characters."""
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise FlagError(f"{field} is required" if required else f"{field} must be a string", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: undecodable bytes on a command line, "\ud800" in JSON
+        raise FlagError(f"{field} contains characters that cannot be stored (not valid UTF-8)", field=field) from None
+    if any((ord(c) < 32 and c not in "\t\n\r") or 127 <= ord(c) < 160 for c in value):
+        raise FlagError(f"{field} contains control characters", field=field)
+    if len(value) > limit:
+        raise FlagError(f"{field} must be at most {limit} characters (got {len(value)})", field=field)
+    return value
+
 
 def validate_flag(flag: str, value: Any) -> Any:
     """Return ``value`` in its canonical type, or raise :class:`FlagError` saying why."""
@@ -89,7 +115,7 @@ def _validate_percentage(value: Any) -> float:
         raise FlagError(
             f"{PERCENTAGE} allows at most 2 decimals, got {value!r}", field=PERCENTAGE
         )
-    return float(exact)
+    return float(exact) + 0.0  # -0 is 0
 
 
 def parse_flag_text(flag: str, text: str) -> Any:
@@ -98,13 +124,11 @@ def parse_flag_text(flag: str, text: str) -> Any:
         return validate_flag(flag, text)
     raw = text.strip()
     if flag == PERCENTAGE:
-        try:
-            number = decimal.Decimal(raw)
-        except decimal.InvalidOperation:
-            raise FlagError(
-                f"{PERCENTAGE} must be a number from 0 to 100, got {text!r}", field=PERCENTAGE
-            ) from None
-        return validate_flag(flag, number)
+        if not _NUMBER_TEXT.fullmatch(raw):
+            what = "a finite number" if raw.lower().lstrip("+-") in ("nan", "inf", "infinity") else "a number"
+            raise FlagError(f"{PERCENTAGE} must be {what} from 0 to 100 in ASCII digits, got {text[:40]!r}",
+                            field=PERCENTAGE)
+        return validate_flag(flag, decimal.Decimal(raw))
     lowered = raw.lower()
     if lowered not in ("true", "false"):
         raise FlagError(f"{flag} must be true or false, got {text!r}", field=flag)
@@ -465,10 +489,8 @@ class FlagStore:
         read, when none is given). Nothing is written in either case.
         """
         new_values = validate_flags(changes)
-        if not isinstance(actor, str) or not actor.strip():
-            raise FlagError("actor is required for a flag change", field="actor")
-        if reason is not None and not isinstance(reason, str):
-            raise FlagError("reason must be a string", field="reason")
+        validate_text(actor, "actor", MAX_ACTOR, required=True)
+        validate_text(reason, "reason", MAX_REASON)
         self.ensure_tables()
         engine = self._engine()
         if rollout in self._known:
@@ -609,9 +631,12 @@ class FlagService:
     audited and announced the same way. ``sender`` is the app the signals name.
     """
 
-    def __init__(self, store: FlagStore, *, sender: Any) -> None:
+    def __init__(self, store: FlagStore, *, sender: Any,
+                 on_rollback: Callable[[str, str], None] | None = None) -> None:
+        """``on_rollback(rollout, actor)`` runs after every rollback (it cancels pending approvals)."""
         self.store = store
         self._sender = sender
+        self._on_rollback = on_rollback
 
     def set_flags(
         self, name: str, changes: Mapping[str, Any], *, actor: str, reason: str | None = None,
@@ -627,6 +652,13 @@ class FlagService:
         return made
 
     def rollback(self, name: str, target: float = 0, *, actor: str, reason: str | None = None) -> list[FlagChange]:
+        """Lower the percentage to ``target`` (see :meth:`_lower`), then cancel what waits for approval."""
+        made = self._lower(name, target, actor=actor, reason=reason)
+        if self._on_rollback is not None:
+            self._on_rollback(name, actor)
+        return made
+
+    def _lower(self, name: str, target: float, *, actor: str, reason: str | None) -> list[FlagChange]:
         """Lower the percentage to ``target``; a rollback always wins.
 
         A target above the current percentage is refused (a rollback never raises it).

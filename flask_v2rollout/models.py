@@ -152,3 +152,51 @@ checks_table = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
     Index("ix_v2rollout_checks_rollout_check", "rollout", "check", "id"),
 )
+
+#: Every sign-in, sign-out and refused credential of the admin surface; the refused ones
+#: within the window are what the brute-force limits count, in every worker and host.
+auth_events_table = Table(
+    "v2rollout_auth_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event", String(20), nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("actor", String(200), nullable=True),
+    Column("address", String(64), nullable=False),
+    Column("detail", String(200), nullable=True),
+    Column("at", Float, nullable=False),
+    Index("ix_v2rollout_auth_events_failed_at", "failed", "at"),
+    Index("ix_v2rollout_auth_events_address_at", "address", "at"),
+)
+
+#: One row per dashboard sign-in: the cookie carries only a random id whose hash is the key,
+#: so sign-out, token rotation and the lifetimes revoke it server-side.
+admin_sessions_table = Table(
+    "v2rollout_admin_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("actor", String(200), nullable=False),
+    Column("token_mark", String(64), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+)
+
+#: Changes waiting for a second person (four eyes): requested, then approved, expired or cancelled.
+approvals_table = Table(
+    "v2rollout_approvals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rollout", String(100), nullable=False),
+    Column("changes", Text, nullable=False),
+    Column("flag_version", Integer, nullable=True),
+    Column("requested_by", String(200), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("requested_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("decided_by", String(200), nullable=True),
+    Column("decided_at", Float, nullable=True),
+    Index("ix_v2rollout_approvals_rollout_status", "rollout", "status"),
+)

@@ -23,6 +23,8 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace as otel_trace
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 
+from .access import AccessStore, Limits
+from .approvals import ApprovalStore
 from .clock import Clock
 from .decisions.evaluator import Evaluator
 from .decisions.mail import Email
@@ -106,7 +108,16 @@ class Runtime:
             on_failure=partial(self.recorder.db_failure, "flags"), wall_clock=self.clock,
             read_budget_s=settings.flag_read_budget_ms / 1000.0, stall_s=_stall_after(settings),
         )
-        self.flags = FlagService(self.store, sender=app)
+        self.approvals = ApprovalStore(
+            self.engine, ensure_tables=self.store.ensure_tables, clock=self.clock,
+            threshold=settings.approval_above, ttl_s=settings.approval_ttl_s,
+        )
+        self.flags = FlagService(self.store, sender=app, on_rollback=self._rolled_back)
+        self.access = AccessStore(
+            self.engine, ensure_tables=self.store.ensure_tables, clock=self.clock,
+            limits=Limits(settings.auth_window_s, settings.auth_address_failures, settings.auth_global_failures),
+            idle_s=settings.admin_session_idle_s, lifetime_s=settings.admin_session_lifetime_s,
+        )
         self.jsonlog = (
             JsonlLog(os.path.join(app.instance_path, settings.log_file), max_bytes=settings.log_max_bytes,
                      backups=settings.log_backups, slow_ms=settings.slow_call_ms)
@@ -149,10 +160,15 @@ class Runtime:
         self.checklist = Checklist(
             app=app, rollouts=registry.names, store=self.store, metric_store=self.metric_store,
             rule_count=self.evaluator.rule_count, engine=self.engine,
-            jsonlog=self.jsonlog,
+            jsonlog=self.jsonlog, admin_token=settings.admin_token,
         )
         registry.on_add(self.rollout_added)
         _at_fork_and_exit(self)
+
+    def _rolled_back(self, name: str, actor: str) -> None:
+        cancelled = self.approvals.cancel_pending(name, actor)
+        if cancelled:
+            log.warning("v2rollout: rollback of %s by %s cancelled %d pending approval(s)", name, actor, cancelled)
 
     def rollout_added(self, rollout: Rollout) -> None:
         self.store.add_rollout(rollout.name)

@@ -8,6 +8,7 @@ README lists the same table for hosts.
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
@@ -17,6 +18,10 @@ from .errors import FlagError
 from .flags import validate_flags
 
 PREFIX = "V2ROLLOUT_"
+#: the shortest admin token ``init_app`` accepts
+MIN_TOKEN = 16
+
+log = logging.getLogger("flask_v2rollout")
 
 Parser = Callable[[str, Any], Any]
 
@@ -70,6 +75,24 @@ def _text(key: str, value: Any) -> str:
 
 def _optional_text(key: str, value: Any) -> str | None:
     return None if value is None else _text(key, value)
+
+
+def _admin_token(key: str, value: Any) -> str | None:
+    """The token as configured; what is compared is :attr:`Settings.admin_secret` (stripped).
+
+    A token read from a secret file often ends in a newline nobody can type: it is
+    stripped with a warning instead of locking every operator out.
+    """
+    if value is None:
+        return None
+    token = _text(key, value)
+    stripped = token.strip()
+    if stripped != token:
+        log.warning("v2rollout: %s has surrounding whitespace; it was stripped (fix the secret's source)", key)
+    if len(stripped) < MIN_TOKEN:
+        raise RuntimeError(f"{key} must be at least {MIN_TOKEN} characters (got {len(stripped)}); "
+                           "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    return token
 
 
 def _optional(parse: Parser) -> Parser:
@@ -226,9 +249,31 @@ class Settings:
     otel_enabled: bool = _key(_bool, True, "OpenTelemetry spans, events and metrics")
     otel_include_user_id: bool = _key(_bool, False, "send user ids as feature_flag.context.id (personal data)")
     url_prefix: str = _key(_text, "/v2rollout", "where the admin blueprint is mounted")
-    admin_token: str | None = _key(_optional_text, None, "Bearer token of the admin API and sign-in (None: none)")
+    admin_token: str | None = _key(
+        _admin_token, None, "Bearer token of the admin API and sign-in, at least 16 characters, surrounding "
+        "whitespace stripped (None: none)")
     admin_token_actor: str = _key(_text, "token", "actor audited for changes made with the token")
     admin_refresh_s: float = _key(SECONDS, 15, "seconds between refreshes of the dashboard's live panel (0: off)")
+    auth_window_s: float = _key(_number(1.0, what="a number of seconds"), 600.0,
+                                "seconds over which refused admin credentials are counted")
+    auth_address_failures: int = _key(
+        _integer(1), 20, "refused credentials from one client address per window before it gets 429")
+    auth_global_failures: int = _key(
+        _integer(1), 200, "refused credentials from all addresses together per window before everyone gets 429")
+    approval_above: float | None = _key(
+        _optional(_number(0.0, 100.0, what="a percentage")), None,
+        "raising a rollout above this percentage waits for a second approver (None: no approvals)")
+    approval_ttl_s: float = _key(_number(1.0, what="a number of seconds"), 3600.0,
+                                 "seconds a change waits for approval before it expires")
+    admin_session_idle_s: float = _key(_number(1.0, what="a number of seconds"), 1800.0,
+                                       "a dashboard sign-in unused this long is revoked")
+    admin_session_lifetime_s: float = _key(_number(1.0, what="a number of seconds"), 43200.0,
+                                           "a dashboard sign-in is revoked this long after it was made, used or not")
+
+    @property
+    def admin_secret(self) -> str | None:
+        """The token that is compared: the configured one without surrounding whitespace."""
+        return None if self.admin_token is None else self.admin_token.strip()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:

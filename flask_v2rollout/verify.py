@@ -1,6 +1,7 @@
 """The runbook's pre-deployment checklist as code: built-in checks plus the host's."""
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import stat
@@ -18,6 +19,18 @@ from .rules.conditions import AlertRuleError
 
 Check = Callable[[], Any]
 MIN_FREE_DISK = 0.10
+MIN_TOKEN_BITS = 80
+
+
+def token_bits(token: str) -> float:
+    """A rough upper bound of a token's entropy: its length times the bits of the alphabets it draws on.
+
+    Repeating a few characters earns nothing beyond what the distinct ones are worth.
+    """
+    alphabet = sum(size for test, size in ((str.islower, 26), (str.isupper, 26), (str.isdigit, 10))
+                   if any(test(c) for c in token))
+    alphabet += 33 if any(not (c.isascii() and c.isalnum()) for c in token) else 0
+    return min(len(token), 4 * len(set(token))) * math.log2(max(alphabet, 2))
 
 
 def _result(name: str, ok: bool, detail: str) -> dict[str, Any]:
@@ -30,6 +43,7 @@ class Checklist:
     def __init__(
         self, *, app: Flask, rollouts: Callable[[], Iterable[str]], store: FlagStore, metric_store: MetricStore,
         rule_count: Callable[[], int], engine: Callable[[], Engine], jsonlog: JsonlLog | None,
+        admin_token: str | None = None,
     ) -> None:
         self.app = app
         self.rollouts = rollouts
@@ -38,6 +52,7 @@ class Checklist:
         self.rule_count = rule_count
         self.engine = engine
         self.jsonlog = jsonlog
+        self.admin_token = admin_token
 
     def run(self, host_checks: Mapping[str, Check]) -> list[dict[str, Any]]:
         """Run every check; an exception in a check is its FAIL, never the command's crash."""
@@ -49,6 +64,7 @@ class Checklist:
             ("database_file_mode", self._file_mode),
             ("free_disk", self._free_disk),
             ("log_directory_writable", self._log_dir),
+            ("admin_token", self._admin_token),
         ]
         checks += [(f"starting_point[{name}]", lambda name=name: self._starting_point(name))  # type: ignore[misc]
                    for name in names]
@@ -96,6 +112,19 @@ class Checklist:
             return False, "V2ROLLOUT_LOG_FILE is not set: no structured calculation log"
         directory = os.path.dirname(os.path.abspath(self.jsonlog.path))
         return os.access(directory, os.W_OK), directory
+
+    def _admin_token(self) -> tuple[bool, str]:
+        """A token with whitespace around it (a secret file's newline) or little entropy is a FAIL."""
+        token = self.admin_token
+        if token is None:
+            return True, "no V2ROLLOUT_ADMIN_TOKEN (the admin opens only through admin_required, if set)"
+        if token != token.strip():
+            return False, "V2ROLLOUT_ADMIN_TOKEN has surrounding whitespace (stripped): fix the secret's source"
+        bits = token_bits(token)
+        if bits < MIN_TOKEN_BITS:
+            return False, (f"V2ROLLOUT_ADMIN_TOKEN is weak (about {bits:.0f} bits, needs {MIN_TOKEN_BITS}): "
+                           "use secrets.token_urlsafe(32)")
+        return True, f"{len(token)} characters, about {bits:.0f} bits"
 
     def _starting_point(self, name: str) -> tuple[bool, str]:
         """Before any user is on v2 the checklist wants shadow and monitoring on; after, monitoring on."""

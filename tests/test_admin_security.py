@@ -95,7 +95,7 @@ def test_unconfigured_admin_answers_404_everywhere(tmp_path: Path) -> None:
         assert client.get(API + path, headers=AUTH).status_code == 404, path
     for method, path, body in WRITES:
         assert client.open(API + path, method=method, json=body, headers=AUTH).status_code == 404, path
-    for path in PAGES + ["/static/admin.css"]:
+    for path in PAGES + ["/v2rollout-assets/admin.css"]:
         assert client.get("/v2rollout" + path).status_code == 404, path
     for path in FORMS:
         assert client.post("/v2rollout" + path, data={"value": "50"}).status_code == 404, path
@@ -215,7 +215,7 @@ def test_csrf_stays_off_for_the_host_views(client: FlaskClient) -> None:
 def test_security_headers_on_every_admin_answer(client: FlaskClient) -> None:
     responses = [client.get(f"{API}/rollouts", headers=AUTH), client.get(f"{API}/rollouts"),
                  client.get(f"{API}/rollouts/nope", headers=AUTH), client.get("/v2rollout/login"),
-                 client.get("/v2rollout/static/admin.css")]
+                 client.get("/v2rollout/v2rollout-assets/admin.css")]
     sign_in(client)
     responses += [client.get("/v2rollout/"), client.get("/v2rollout/rollouts/calc"),
                   client.get("/v2rollout/rollouts/nope")]

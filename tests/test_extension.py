@@ -295,11 +295,11 @@ def test_track_conversion_signals_user_and_version(app, ext: V2Rollout) -> None:
 def test_admin_requests_are_not_assigned(make_app) -> None:
     ext = V2Rollout()
     ext.register("calc", v1=lambda x: x, v2=lambda x: x * 10)
-    app, _ = make_app(ext, V2ROLLOUT_ADMIN_TOKEN="t0ken")
+    app, _ = make_app(ext, V2ROLLOUT_ADMIN_TOKEN="t0ken-of-sixteen-chars")
     seen = []
     with signals.version_assigned.connected_to(lambda s, **kw: seen.append(kw), app):
         response = app.test_client().get("/v2rollout/api/rollouts/calc/flags",
-                                         headers={"Authorization": "Bearer t0ken"})
+                                         headers={"Authorization": "Bearer t0ken-of-sixteen-chars"})
         assert response.status_code == 200 and "Set-Cookie" not in response.headers
         assert seen == []
         app.test_client().get("/calc/1")

@@ -22,7 +22,7 @@ MakeApp = Callable[..., tuple[Flask, V2Rollout]]
 def serving(tmp_path: Path, ext: V2Rollout, make_app: MakeApp) -> tuple[Flask, Path]:
     db = tmp_path / "store.db"
     app, _ = make_app(ext, V2ROLLOUT_DATABASE_URI=f"sqlite:///{db}", V2ROLLOUT_FLAG_TTL_S=0.05,
-                      V2ROLLOUT_ADMIN_TOKEN="t0ken")
+                      V2ROLLOUT_ADMIN_TOKEN="t0ken-of-sixteen-chars")
     with app.app_context():
         ext.set_flag("calc", "v2_rollout_percentage", 100, actor="ops")
     return app, db
@@ -63,7 +63,7 @@ def test_lost_file_is_unhealthy_keeps_flags_and_refuses_writes(tmp_path: Path, e
             ext.set_flag("calc", "v2_rollout_percentage", 0, actor="ops")
         result = app.test_cli_runner().invoke(cli, ["rollback", "--target", "0"])
         api = app.test_client().post("/v2rollout/api/rollouts/calc/rollback", json={"target": 0},
-                                     headers={"Authorization": "Bearer t0ken"})
+                                     headers={"Authorization": "Bearer t0ken-of-sixteen-chars"})
     assert (api.status_code, api.get_json()["error"]["code"]) == (503, "store_unavailable")
     assert result.exit_code == 1
     assert f"{db} was {how}" in result.output
@@ -101,8 +101,16 @@ def test_moved_back_file_is_healthy_again(tmp_path: Path, ext: V2Rollout, make_a
     app, db = serving(tmp_path, ext, make_app)
     db.rename(tmp_path / "aside.db")
     assert refreshed(app, ext).healthy is False
+    with app.app_context():
+        for i in range(5):  # counted while the file is away: kept, never dropped as refused rows
+            ext.calculate("calc", i, user_id=f"u{i}")
+        assert ext.flush() is False
     (tmp_path / "aside.db").rename(db)
     assert refreshed(app, ext).healthy is True
     with app.app_context():
+        assert ext.flush()
+        assert ext.health()["metrics"]["quarantined"] == 0
+        window = ext.metrics("calc")
+        assert window["arms"]["v1"]["calculations"] + window["arms"]["v2"]["calculations"] >= 5
         ext.rollback("calc", target=0, actor="ops")
         assert ext.flags("calc", fresh=True)["v2_rollout_percentage"] == 0.0

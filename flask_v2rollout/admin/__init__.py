@@ -23,7 +23,11 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
 }
 
-bp = Blueprint("v2rollout", __name__, static_folder="static", template_folder="templates")
+#: under the prefix, and named so that even an empty prefix cannot collide with the host's ``/static``
+STATIC_PATH = "/v2rollout-assets"
+
+bp = Blueprint("v2rollout", __name__, static_folder="static", static_url_path=STATIC_PATH,
+               template_folder="templates")
 bp.register_blueprint(api.bp)
 bp.register_blueprint(views.bp)
 

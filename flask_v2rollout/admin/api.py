@@ -5,6 +5,7 @@ with a 4xx status and changes nothing. Writes record the caller (see ``auth``).
 """
 from __future__ import annotations
 
+import decimal
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -12,8 +13,9 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RoutingException
 
 from ..binding import RolloutAPI, binding
-from ..errors import FlagError, RolloutError
+from ..errors import ApprovalRequired, FlagError, RolloutError
 from ..flags import PERCENTAGE, validate_flag
+from ..roles import APPROVER, OPERATOR
 from . import auth, inputs
 from .errors import AdminError, bad_input, from_rollout_error
 
@@ -29,7 +31,12 @@ def _ext() -> RolloutAPI:
 
 @bp.before_request
 def _authenticate() -> None:
-    g.v2rollout_actor = auth.api_actor(write=request.method not in READ_METHODS)
+    """Who is calling; a viewer may only read."""
+    write = request.method not in READ_METHODS
+    principal = auth.api_principal(write=write)
+    if write:
+        auth.require_role(principal, OPERATOR)
+    g.v2rollout_actor, g.v2rollout_principal = principal.actor, principal
 
 
 # -- errors ------------------------------------------------------------------------
@@ -40,6 +47,8 @@ def _error_response(error: AdminError) -> Response:
     response.status_code = error.status
     if error.status == 401 and auth.token_enabled():
         response.headers["WWW-Authenticate"] = 'Bearer realm="v2rollout"'
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 
@@ -51,6 +60,12 @@ def _admin_error(exc: AdminError) -> Response:
 @bp.errorhandler(RolloutError)
 def _rollout_error(exc: RolloutError) -> Response:
     return _error_response(from_rollout_error(exc))
+
+
+@bp.errorhandler(ApprovalRequired)
+def _approval_required(exc: ApprovalRequired) -> tuple[dict[str, Any], int]:
+    """Accepted, not applied: the change waits for a second approver."""
+    return {"approval": exc.approval, "message": str(exc)}, 202
 
 
 def _http_error(exc: HTTPException) -> Response:
@@ -78,7 +93,8 @@ def _body(allowed: frozenset[str]) -> dict[str, Any]:
     if not request.is_json:
         raise AdminError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
     try:
-        data = current_app.json.loads(raw)
+        # decimals exactly as sent: 1e-400 must not arrive as 0.0, nor 12.5000000000000001 as 12.5
+        data = current_app.json.loads(raw, parse_float=decimal.Decimal)
     except (ValueError, RecursionError):
         raise AdminError(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(data, dict):
@@ -215,6 +231,20 @@ def post_check(name: str) -> Any:
     note = inputs.reason(body.get("note"), "note", inputs.MAX_NOTE)
     _ext().record_check(name, check.strip(), passed, actor=g.v2rollout_actor, note=note)
     return {"rollout": name, "checks": _ext().checks(name)}
+
+
+@bp.get("/rollouts/<name>/approvals")
+def get_approvals(name: str) -> Any:
+    return {"rollout": name, "approvals": _ext().approvals(name)}
+
+
+@bp.post("/rollouts/<name>/approvals/<int:approval_id>/approve")
+def post_approve(name: str, approval_id: int) -> Any:
+    """Apply someone else's pending change (approvers only)."""
+    _body(frozenset())
+    auth.require_role(g.v2rollout_principal, APPROVER)
+    made = _ext().approve(name, approval_id, actor=g.v2rollout_actor)
+    return {**_flags_of(name), "changes": _changes(made)}
 
 
 # -- anything else under /api ------------------------------------------------------

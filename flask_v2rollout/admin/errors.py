@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConflictError, FlagError, RolloutError, StoreFileError, UnknownRollout
+from ..errors import ApprovalError, ConflictError, FlagError, RolloutError, StoreFileError, UnknownRollout
 
 
 @dataclass
@@ -21,6 +21,8 @@ class AdminError(Exception):
     code: str
     message: str
     field: str | None = None
+    #: seconds for a ``Retry-After`` header (429)
+    retry_after: int | None = None
 
     def __str__(self) -> str:
         return self.message
@@ -39,6 +41,8 @@ def from_rollout_error(exc: RolloutError) -> AdminError:
         return AdminError(404, "unknown_rollout", str(exc), "rollout")
     if isinstance(exc, FlagError):
         return AdminError(400, "invalid", str(exc), exc.field)
+    if isinstance(exc, ApprovalError):
+        return AdminError(exc.status, "approval", str(exc), "approval")
     if isinstance(exc, ConflictError):
         return AdminError(409, "conflict", str(exc), "version")
     if isinstance(exc, StoreFileError):

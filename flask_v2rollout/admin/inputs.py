@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import FlagError
+from ..flags import MAX_NOTE, MAX_REASON, validate_text
 from ..metrics.recorder import parse_window
 from .errors import bad_input
 
-MAX_REASON = 1000
-MAX_NOTE = 2000
+__all__ = ["MAX_NOTE", "MAX_REASON"]
 #: flag versions are SQL BIGINTs
 MAX_VERSION = 2**63 - 1
 MAX_PAGE = 1_000_000
@@ -20,25 +21,16 @@ MAX_PER_PAGE = 200
 
 
 def reason(value: Any, field: str = "reason", limit: int = MAX_REASON) -> str | None:
-    """An optional free-text reason: a string, stripped; blank means none."""
+    """An optional free-text reason: a string, stripped; blank means none (the limits are the flag store's)."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise bad_input(f"{field} must be a string", field)
-    text = value.strip()
-    if "\x00" in text or not _encodable(text):
-        raise bad_input(f"{field} contains characters that cannot be stored", field)
-    if len(text) > limit:
-        raise bad_input(f"{field} is longer than {limit} characters", field)
-    return text or None
-
-
-def _encodable(text: str) -> bool:
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates, e.g. from a JSON "\\ud800"
-        return False
-    return True
+        text = validate_text(value.strip(), field, limit)
+    except FlagError as exc:
+        raise bad_input(str(exc), field) from None
+    return text or None
 
 
 def version(value: Any, field: str = "version") -> int | None:

@@ -9,13 +9,15 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from ..binding import RolloutAPI, binding
-from ..errors import RolloutError
+from ..errors import ApprovalRequired, RolloutError
 from ..flags import FLAG_NAMES, PERCENTAGE, parse_flag_text
+from ..roles import APPROVER, OPERATOR
 from . import auth, inputs
 from .charts import RANGES, build_charts
 from .errors import AdminError, bad_input, from_rollout_error
@@ -24,8 +26,14 @@ from .svg import number
 bp = Blueprint("views", __name__)
 
 PUBLIC_ENDPOINTS = frozenset({"v2rollout.views.login"})
+SIGN_OUT_ENDPOINTS = frozenset({"v2rollout.views.logout"})
+APPROVE_ENDPOINTS = frozenset({"v2rollout.views.approve"})
+#: a ``next`` longer than this is not one the dashboard made
+MAX_NEXT = 2000
 AUDIT_PER_PAGE = 50
 RECENT_AUDIT = 8
+#: sign-ins, sign-outs and refused credentials shown under the audit log
+ACCESS_ROWS = 50
 FLAG_LABELS = {
     PERCENTAGE: "Rollout percentage",
     "v2_shadow_mode_enabled": "Shadow mode",
@@ -57,19 +65,21 @@ def _require_admin() -> Response | None:
                                       "Reload the page and try again.")
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
-    actor = auth.html_actor()
-    if actor is None:
+    principal = auth.html_principal()
+    if principal is None:
         if request.method == "GET" and auth.token_enabled():
             return redirect(url_for(".login", next=request.full_path.rstrip("?")))
         raise AdminError(401, "unauthorized", "Sign in to use the rollout dashboard.")
-    g.v2rollout_actor = actor
+    if request.method == "POST" and request.endpoint not in SIGN_OUT_ENDPOINTS:
+        auth.require_role(principal, APPROVER if request.endpoint in APPROVE_ENDPOINTS else OPERATOR)
+    g.v2rollout_actor, g.v2rollout_role = principal.actor, principal.role
     return None
 
 
 @bp.context_processor
 def _helpers() -> dict[str, Any]:
     return {
-        "csrf_token": auth.csrf_token, "actor": g.get("v2rollout_actor"),
+        "csrf_token": auth.csrf_token, "actor": g.get("v2rollout_actor"), "role": g.get("v2rollout_role"),
         "signed_in_with_token": auth.session_actor() is not None, "token_login": auth.token_enabled(),
         "pct": _pct, "num": number, "when": _when, "hours": _hours,
         "flag_value": _flag_value, "gate_value": _gate_value,
@@ -115,12 +125,13 @@ def _when(stamp: Any) -> str:
 
 
 @bp.errorhandler(AdminError)
-def _admin_error(exc: AdminError) -> tuple[str, int]:
-    return render_template("v2rollout/error.html", failure=exc), exc.status
+def _admin_error(exc: AdminError) -> tuple[str, int, dict[str, str]]:
+    headers = {} if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+    return render_template("v2rollout/error.html", failure=exc), exc.status, headers
 
 
 @bp.errorhandler(RolloutError)
-def _rollout_error(exc: RolloutError) -> tuple[str, int]:
+def _rollout_error(exc: RolloutError) -> tuple[str, int, dict[str, str]]:
     return _admin_error(from_rollout_error(exc))
 
 
@@ -128,11 +139,20 @@ def _rollout_error(exc: RolloutError) -> tuple[str, int]:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path inside the dashboard: never an open redirect."""
+    """Only a plain path inside the dashboard, never an open redirect; anything else is the dashboard.
+
+    Refused: control characters and spaces (browsers drop a tab, so slash-tab-slash would read as ``//``),
+    backslashes, ``//``, a scheme or host, ``.``/``..`` segments, and paths outside the prefix.
+    """
     home = url_for(".index")
-    if target and target.startswith(home) and not target.startswith("//") and "\\" not in target:
-        return target
-    return home
+    if not target or len(target) > MAX_NEXT or not target.isascii() or not target.isprintable() or " " in target:
+        return home
+    parts = urlsplit(target)
+    path_segments = parts.path.split("/")
+    if (not target.startswith(home) or "\\" in target or "//" in parts.path or parts.scheme or parts.netloc
+            or parts.fragment or "." in path_segments or ".." in path_segments):
+        return home
+    return target
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -144,7 +164,14 @@ def login() -> Any:
         if auth.session_actor() is not None:
             return redirect(target)
         return render_template("v2rollout/login.html", next=target)
-    if auth.sign_in(request.form.get("token", "")):
+    try:
+        signed_in = auth.sign_in(request.form.get("token", ""))
+    except AdminError as exc:
+        if exc.retry_after is None:
+            raise
+        page = render_template("v2rollout/login.html", next=target, error=f"{exc.message}.")
+        return page, exc.status, {"Retry-After": str(exc.retry_after)}
+    if signed_in:
         return redirect(target, 303)
     return render_template("v2rollout/login.html", next=target, error="That token is not valid."), 401
 
@@ -189,6 +216,7 @@ def _page(name: str, range_key: str) -> dict[str, Any]:
         "checks": [c for c in checks if c["description"] in in_gate],
         "other_checks": [c for c in checks if c["description"] not in in_gate],
         "audit": ext.audit(name, limit=RECENT_AUDIT),
+        "approvals": [a for a in ext.approvals(name) if a["status"] == "pending"],
         "now": ext.metrics(name, "5m"),
         # the last minute of a series is still being counted: drawing it would show a false drop
         "charts": build_charts(ext.series(name, window)[:-1], bucket),
@@ -215,7 +243,7 @@ def audit(name: str) -> str:
     page = inputs.bounded_int(request.args.get("page"), "page", default=1, low=1, high=inputs.MAX_PAGE)
     rows = _ext().audit(name, limit=AUDIT_PER_PAGE + 1, offset=(page - 1) * AUDIT_PER_PAGE)
     return render_template("v2rollout/audit.html", name=name, rows=rows[:AUDIT_PER_PAGE], page=page,
-                           has_more=len(rows) > AUDIT_PER_PAGE)
+                           has_more=len(rows) > AUDIT_PER_PAGE, access=binding().access.events(limit=ACCESS_ROWS))
 
 
 @bp.get("/rollouts/<name>/rollback")
@@ -241,6 +269,9 @@ def _change(name: str, action: Callable[[], str], refused: Callable[[AdminError]
     """Run one change: success → flash and redirect (PRG); refusal → the page again, with why."""
     try:
         message = action()
+    except ApprovalRequired as pending:
+        flash(f"{name}: {pending}.", "success")
+        return redirect(url_for(".rollout", name=name), 303)
     except (AdminError, RolloutError) as exc:
         error = exc if isinstance(exc, AdminError) else from_rollout_error(exc)
         if error.status == 404:
@@ -322,5 +353,13 @@ def record_check(name: str) -> Any:
         note = inputs.reason(request.form.get("note"), "note", inputs.MAX_NOTE)
         _ext().record_check(name, check, passed, actor=g.v2rollout_actor, note=note)
         return f"{name}: check {check!r} recorded as {'passed' if passed else 'failed'}."
+
+    return _change(name, action)
+
+
+@bp.post("/rollouts/<name>/approvals/<int:approval_id>/approve")
+def approve(name: str, approval_id: int) -> Any:
+    def action() -> str:
+        return _summary(name, _ext().approve(name, approval_id, actor=g.v2rollout_actor))
 
     return _change(name, action)

@@ -23,7 +23,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .. import signals
 from ..errors import ConflictError, FlagError
-from ..flags import AUTOPILOT, PERCENTAGE, SHADOW, FlagService, FlagSnapshot, FlagStore
+from ..flags import (
+    AUTOPILOT,
+    MAX_ACTOR,
+    MAX_NOTE,
+    PERCENTAGE,
+    SHADOW,
+    FlagService,
+    FlagSnapshot,
+    FlagStore,
+    validate_text,
+)
 from ..jsonlog import JsonlLog
 from ..metrics.catalogue import Facts, Minimums, values
 from ..metrics.store import MetricStore
@@ -229,10 +239,8 @@ class Evaluator:
             raise FlagError(f"unknown check {check!r}; manual checks: {known}", field="check")
         if not isinstance(passed, bool):
             raise FlagError(f"passed must be true or false, got {passed!r}", field="passed")
-        if not isinstance(actor, str) or not actor.strip():
-            raise FlagError("actor is required", field="actor")
-        if note is not None and (not isinstance(note, str) or len(note) > 2000):
-            raise FlagError("note must be a string of at most 2000 characters", field="note")
+        validate_text(actor, "actor", MAX_ACTOR, required=True)
+        validate_text(note, "note", MAX_NOTE)
         created = datetime.fromtimestamp(self.clock(), UTC)
         row = {"rollout": name, "check": check, "passed": int(passed), "actor": actor, "note": note,
                "created_at": created}

@@ -32,8 +32,6 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
-import yaml
-
 from .conditions import (
     AlertRuleError,
     Condition,
@@ -41,6 +39,7 @@ from .conditions import (
     Problem,
     Unit,
     Value,
+    load_yaml,
     parse_condition,
     parse_duration,
     shortfall,
@@ -104,9 +103,9 @@ class RuleSet:
 def parse_rules(text: str, known_metrics: Known, *, source: str = "<rules>", intervals: Iterable[str] = ()) -> RuleSet:
     """Validate a YAML text whose only top-level key is ``rules:``; raise AlertRuleError listing every problem."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise AlertRuleError([Problem(None, f"not valid YAML: {exc}")], source) from None
+        data = load_yaml(text)
+    except ValueError as exc:
+        raise AlertRuleError([Problem(None, str(exc))], source) from None
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
         raise AlertRuleError([Problem(None, "expected a top-level 'rules:' list")], source)
     extra = sorted(str(k) for k in data if k != "rules")

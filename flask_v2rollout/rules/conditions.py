@@ -43,7 +43,9 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
+
+import yaml
 
 # --------------------------------------------------------------------------- errors
 
@@ -65,15 +67,40 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}: " if self.file else ""
         if self.rule:
-            where += f"rule {self.rule!r}"
+            where += f"rule {shown(self.rule)}"
             where += f" (column {self.column + 1})" if self.column is not None else ""
             where += ": "
-        out = where + self.message
+        out = where + (self.message if len(self.message) <= MAX_MESSAGE else self.message[:MAX_MESSAGE] + "…")
         if self.text is not None:
-            out += f"\n    {self.text}"
-            if self.column is not None:
-                out += "\n    " + " " * self.column + "^"
+            excerpt, caret = _excerpt(self.text, self.column)
+            out += f"\n    {excerpt}"
+            if caret is not None:
+                out += "\n    " + " " * caret + "^"
         return out
+
+
+#: how much of a value or a condition an error message quotes, and the longest message shown
+SHOWN = 80
+MAX_MESSAGE = 300
+#: the longest condition, and the deepest nesting of parentheses, "not" and "-" in one
+MAX_CONDITION = 2000
+MAX_DEPTH = 32
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, cut to :data:`SHOWN` characters: a huge value never floods an error message."""
+    text = repr(value)
+    return text if len(text) <= SHOWN else f"{text[:SHOWN - 15]}… ({len(text)} chars)"
+
+
+def _excerpt(text: str, column: int | None) -> tuple[str, int | None]:
+    """At most :data:`SHOWN` characters of ``text`` around ``column``, and the caret's place in them."""
+    if len(text) <= SHOWN:
+        return text, column
+    start = max(0, min((column or 0) - SHOWN // 2, len(text) - SHOWN))
+    lead = "…" if start else ""
+    tail = "…" if start + SHOWN < len(text) else ""
+    return lead + text[start:start + SHOWN] + tail, None if column is None else column - start + len(lead)
 
 
 class AlertRuleError(ValueError):
@@ -83,6 +110,70 @@ class AlertRuleError(ValueError):
         self.problems = problems
         self.source = source
         super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(str(p) for p in problems))
+
+
+#: the largest rule file read, and the deepest nesting of mappings and lists in one
+MAX_FILE_BYTES = 1_000_000
+MAX_YAML_DEPTH = 32
+#: larger numbers in a rule file are refused (floats lose whole units beyond it)
+MAX_NUMBER = 2.0**53
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``safe_load`` without aliases (a few hundred bytes of them expand to billions of nodes) or deep nesting."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise self._refused("aliases (*name) are not allowed in rule files")
+        if self.depth >= MAX_YAML_DEPTH:
+            raise self._refused(f"nested more than {MAX_YAML_DEPTH} levels deep")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def _refused(self, message: str) -> yaml.YAMLError:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        return yaml.composer.ComposerError(None, None, message, event.start_mark)
+
+
+def load_yaml(text: str) -> Any:
+    """A rule file's YAML as data; ``ValueError`` says what is refused (size, aliases, nesting, numbers)."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise ValueError(f"the file is larger than {MAX_FILE_BYTES} bytes")
+    try:
+        data = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not valid YAML: {exc}") from None
+    where = _bad_number(data, "")
+    if where is not None:
+        raise ValueError(f"number out of range (infinite, NaN or beyond ±2^53) at {where or 'the top level'}")
+    return data
+
+
+def _bad_number(value: Any, path: str) -> str | None:
+    """The path of the first non-finite or huge number in ``value``, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if abs(value) <= MAX_NUMBER else path
+    if isinstance(value, float):
+        return None if math.isfinite(value) and abs(value) <= MAX_NUMBER else path
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _bad_number(item, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{shown(key)[1:-1]}"
+                            if isinstance(key, str) else f"{path}[{shown(key)}]")
+        if found is not None:
+            return found.lstrip(".")
+    return None
 
 
 class _SyntaxError(Exception):
@@ -134,8 +225,11 @@ def parse_duration(text: str) -> float:
     if len(tokens) == 3 and tokens[0].kind == "number" and tokens[1].text in LITERAL_UNITS:
         unit = LITERAL_UNITS[tokens[1].text]
         if unit.dimension == "time":
-            return float(tokens[0].text) * unit.scale
-    raise ValueError(f"expected a duration such as 30s, 5m or 2h, got {text!r}")
+            seconds = float(tokens[0].text) * unit.scale
+            if not math.isfinite(seconds):
+                raise ValueError(f"duration too large: {shown(text)}")
+            return seconds
+    raise ValueError(f"expected a duration such as 30s, 5m or 2h, got {shown(text)}")
 
 
 def _scalar(unit: Unit | None) -> bool:
@@ -253,6 +347,24 @@ class _Parser:
         self.known = frozenset(units)
         self.intervals = intervals
         self.pos = 0
+        self.depth = 0
+
+    def nested(self, column: int, parse: Callable[[], Node]) -> Node:
+        """``parse()`` one level deeper; refused beyond :data:`MAX_DEPTH` (instead of a RecursionError)."""
+        if self.depth >= MAX_DEPTH:
+            raise _SyntaxError(f"nested more than {MAX_DEPTH} levels deep", column)
+        self.depth += 1
+        try:
+            return parse()
+        finally:
+            self.depth -= 1
+
+    def finite(self, token: _Token, scale: float = 1.0) -> float:
+        """A number token's value (times ``scale``); infinity and overflow are refused."""
+        value = float(token.text) * scale
+        if not math.isfinite(value):
+            raise _SyntaxError(f"number too large: {_excerpt(token.text, None)[0]}", token.column)
+        return value
 
     @property
     def token(self) -> _Token:
@@ -272,7 +384,7 @@ class _Parser:
         return self.take()
 
     def _found(self) -> str:
-        return "end of condition" if self.token.kind == "end" else repr(self.token.text)
+        return "end of condition" if self.token.kind == "end" else shown(self.token.text)
 
     def condition(self) -> tuple[Node, float]:
         node = self.expr()
@@ -288,7 +400,7 @@ class _Parser:
             unit = self.unit()
             if unit is None or unit.dimension != "time":
                 raise _SyntaxError("'for' needs a time unit (ms, s, m, h)", number.column)
-            hold_s = float(number.text) * unit.scale
+            hold_s = self.finite(number, unit.scale)
         if self.token.kind != "end":
             raise _SyntaxError(f"unexpected {self._found()}", self.token.column)
         return node, hold_s
@@ -314,7 +426,7 @@ class _Parser:
     def not_expr(self) -> Node:
         if self.at("not"):
             column = self.take().column
-            operand = self.not_expr()
+            operand = self.nested(column, self.not_expr)
             self.need_bool(operand, "not")
             return Logic("not", (operand,), column)
         return self.comparison()
@@ -365,24 +477,24 @@ class _Parser:
         token = self.token
         if self.at("-"):
             self.take()
-            operand = self.unary()
+            operand = self.nested(token.column, self.unary)
             self.need_number(operand, "-")
             self.need_plain(operand, "-")
             return Negate(operand, token.column)
         if self.at("("):
             self.take()
-            node = self.expr()
+            node = self.nested(token.column, self.expr)
             self.expect(")")
             return node
         if token.kind == "number":
             self.take()
-            return Number(float(token.text), self.unit(), token.column)
+            return Number(self.finite(token), self.unit(), token.column)
         if token.kind == "name" and token.text not in KEYWORDS:
             self.take()
             if self.at("("):
                 raise _SyntaxError("function calls are not allowed", self.token.column)
             if token.text not in self.known:
-                raise _SyntaxError(f"unknown metric {token.text!r}", token.column)
+                raise _SyntaxError(f"unknown metric {shown(token.text)}", token.column)
             return Metric(token.text, token.column)
         raise _SyntaxError(f"expected a metric, a number or '(', found {self._found()}", token.column)
 
@@ -392,7 +504,7 @@ class _Parser:
             return LITERAL_UNITS[self.take().text]
         if self.token.kind == "name" and self.token.text not in KEYWORDS | self.known:
             raise _SyntaxError(
-                f"unknown unit {self.token.text!r} (known: {', '.join(LITERAL_UNITS)})", self.token.column
+                f"unknown unit {shown(self.token.text)} (known: {', '.join(LITERAL_UNITS)})", self.token.column
             )
         return None
 
@@ -453,7 +565,10 @@ class _Parser:
 
 def _convert(number: Number, unit: Unit) -> Number:
     assert number.unit is not None
-    return replace(number, value=number.value * number.unit.scale / unit.scale, unit=unit)
+    value = number.value * number.unit.scale / unit.scale
+    if not math.isfinite(value):
+        raise _SyntaxError(f"number too large in {unit.label}", number.column)
+    return replace(number, value=value, unit=unit)
 
 
 def _label(unit: Unit | None) -> str:
@@ -573,6 +688,9 @@ def parse_condition(
     """
     units = (dict(known_metrics) if isinstance(known_metrics, Mapping)
              else {name: metric_unit(name) for name in known_metrics})
+    if len(text) > MAX_CONDITION:
+        raise AlertRuleError([Problem(None, f"condition is {len(text)} characters long; at most {MAX_CONDITION}",
+                                      text, 0)], "<condition>")
     try:
         node, hold_s = _Parser(text, units, frozenset(intervals)).condition()
     except _SyntaxError as exc:

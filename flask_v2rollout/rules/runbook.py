@@ -4,7 +4,8 @@
 given (``V2ROLLOUT_RUNBOOK_FILE``), merges them and validates the result:
 either a complete :class:`Runbook` or one :class:`AlertRuleError` listing every
 problem with its file, rule (``gate/criterion``, ``matrix/SEVERITY``) and
-column — nothing is half-loaded. YAML is read with ``yaml.safe_load`` only.
+column — nothing is half-loaded. YAML is read with a ``SafeLoader`` that also refuses aliases, nesting
+deeper than 32 levels, files over 1 MB and numbers that are infinite or beyond 2^53.
 
 Sections (every one optional in a host file; unknown keys are refused):
 
@@ -43,8 +44,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
-import yaml
-
 from ..metrics.catalogue import BY_NAME, DEFAULT_MINIMUMS, INTERVALS, UNITS, MinimumName, Minimums
 from .alerts import NAME, SEVERITIES, RuleSet, Severity, rules_from
 from .conditions import (
@@ -54,8 +53,10 @@ from .conditions import (
     MinSample,
     Problem,
     Unit,
+    load_yaml,
     parse_condition,
     parse_duration,
+    shown,
 )
 from .gates import (
     CHECK_PREFIX,
@@ -149,9 +150,9 @@ def parse_runbook(
 
 def _read(file: str, text: str) -> tuple[dict[str, Any] | None, list[Problem]]:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        return None, [Problem(None, f"not valid YAML: {exc}", file=file)]
+        data = load_yaml(text)
+    except ValueError as exc:
+        return None, [Problem(None, str(exc), file=file)]
     if data is None:
         return {}, []
     if not isinstance(data, dict):
@@ -229,7 +230,7 @@ def _merge_named(section: str, current: list[Any], items: list[Any], origin: dic
                 current.append(copy.deepcopy(item))
             origin[f"{section}:{name}"] = file
         elif existing is None:
-            problems.append(Problem(name, f"no {section[:-1]} named {name!r} to change; "
+            problems.append(Problem(name, f"no {section[:-1]} named {shown(name)} to change; "
                                     f"{section} are {[c.get('name') for c in current]}", file=file))
         elif section == "gates":
             problems += _merge_gate(existing, item, origin, file)

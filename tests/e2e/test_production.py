@@ -24,7 +24,7 @@ from helpers import join
 
 from .support import REPO_ROOT, drive, merged_metrics
 
-TOKEN = "e2e-admin-token"
+TOKEN = "e2e-admin-token-0123456789"
 TTL_S = 1.0
 HEALTHY_QBS = ["Patrick Mahomes", "Brock Purdy", "Lamar Jackson", "Joe Burrow", "Jalen Hurts"]  # v2 has their data
 ARTIFACTS = REPO_ROOT / "test-artifacts"

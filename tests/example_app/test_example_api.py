@@ -35,6 +35,10 @@ GOOD = {"player": "Patrick Mahomes", "opponent": "LAC"}
         ({"json": {**GOOD, "odds": True}}, "invalid_type", "odds"),
         ({"json": {**GOOD, "odds": -110.5}}, "invalid_type", "odds"),
         ({"json": {**GOOD, "odds": 50}}, "invalid_value", "odds"),
+        ({"data": b'{"player": "\\ud800", "opponent": "LAC"}', "content_type": "application/json"},
+         "invalid_text", "player"),
+        ({"data": b'{"player": "Patrick Mahomes", "opponent": "L\\udfffC"}', "content_type": "application/json"},
+         "invalid_text", "opponent"),
     ],
 )
 def test_bad_input_is_400_with_code_message_and_field(
