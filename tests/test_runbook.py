@@ -127,7 +127,7 @@ rules:
     ("stages:\n  - {name: moon, min_duration: 1h}\n", "no stage named 'moon'"),
     ("gates:\n  - {name: full_review, to: shadow}\n", "may change only"),
     ("gates:\n  - name: full_review\n    criteria:\n      - {name: x, kind: must}\n",
-     "rule 'full_review/x': missing key(s) ['condition']"),
+     "rule 'full_review/x': a criterion needs either condition, or both pass and fail"),
     ("gates:\n  - name: full_review\n    criteria:\n      - {name: x, kind: maybe, condition: v2_p95_ms > 1}\n",
      "kind must be one of must, should, blocker"),
     ("matrices:\n  canary:\n    rows:\n      - {severity: HIGH, signals: [v2_p95_ms > 5%], action: a, target: 5}\n",

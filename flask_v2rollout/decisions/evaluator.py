@@ -28,6 +28,7 @@ from ..jsonlog import JsonlLog
 from ..metrics.catalogue import Facts, Minimums, values
 from ..metrics.store import MetricStore
 from ..models import alert_events_table, alert_state_table, checks_table, counters_table
+from ..registry import Rollout
 from ..rules.alerts import Rule, RuleSet, RuleState, Transition, evaluate, rearm
 from ..rules.conditions import Interval, Value
 from ..rules.gates import (
@@ -44,7 +45,6 @@ from ..rules.gates import (
     rollback_decision,
     with_durations,
 )
-from ..registry import Rollout
 from ..rules.runbook import load_runbook
 from ..settings import Settings
 from . import lease
@@ -76,6 +76,8 @@ class Evaluator:
         self.notifications = notifications
         self.minimums: Minimums = {"calculations": float(settings.gate_min_calculations),
                                    "users": float(settings.gate_min_users)}
+        #: level and tuning of the anytime-valid intervals
+        self.alpha, self.tuning = settings.gate_alpha, settings.sequential_tuning
         #: the packaged runbook overlaid by the host's file, validated whole (raises AlertRuleError)
         self.runbook = load_runbook(settings.runbook_file, minimums=self.minimums,
                                     alert_min_calculations=settings.alert_min_calculations)
@@ -158,7 +160,8 @@ class Evaluator:
             cur, percentage=float(flags[PERCENTAGE]), previous_v2=previous, rollbacks=line["rollbacks"],
             critical_incidents=self._criticals_since(name, line["entered_at"]),
             monitoring_ok=self.metric_store.backlog == 0 and self.store.healthy,
-            offline=dict(self.rollouts[name].offline or {}), minimums=self.minimums,
+            offline=dict(self.rollouts[name].offline or {}), minimums=self.minimums, alpha=self.alpha,
+            tuning=self.tuning,
         )
         named = values(facts, probes=self._probes(cur), checks=self.manual(name, since=line["entered_at"]))
         histograms = {"v1": cur["arms"]["v1"]["latency_bins"], "v2": cur["arms"]["v2"]["latency_bins"],
@@ -177,7 +180,8 @@ class Evaluator:
             window = self.metric_store.window(name, self.alert_window_s, now, since=since)
         else:
             window = self.metric_store.window(name, self.alert_window_s, now)
-        facts = Facts(window, percentage=float(flags[PERCENTAGE]), minimums=self.minimums)
+        facts = Facts(window, percentage=float(flags[PERCENTAGE]), minimums=self.minimums, alpha=self.alpha,
+                      tuning=self.tuning)
         return values(facts, probes=self._probes(window))
 
     def _probes(self, window: Mapping[str, Any]) -> dict[str, float | None]:
@@ -402,7 +406,8 @@ class Evaluator:
             rule = self.rules[rule_name] if rule_name in self.rules else None
             out.append({
                 "rollout": rollout, "rule": rule_name, "state": st.status, "since": st.since,
-                "fired_at": st.fired_at, "evaluated_at": st.evaluated_at, "no_data": st.no_data, "severity": rule.severity if rule else None,
+                "fired_at": st.fired_at, "evaluated_at": st.evaluated_at, "no_data": st.no_data,
+                "severity": rule.severity if rule else None,
                 "description": rule.description if rule else None, "action": rule.action if rule else None,
                 "notify": list(rule.notify) if rule else [],
             })

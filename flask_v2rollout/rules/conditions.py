@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 # --------------------------------------------------------------------------- errors
@@ -186,11 +186,17 @@ def _tokenize(text: str) -> list[_Token]:
 
 @dataclass(frozen=True)
 class Interval:
-    """A metric known only within bounds (a confidence interval) and its point estimate."""
+    """A metric known only within bounds (a confidence interval) and its point estimate.
+
+    ``n`` is the sample it was measured on and ``project(n)`` the same interval at a
+    larger sample, the point unchanged — how a gate tells how much more data it needs.
+    """
 
     lower: float
     upper: float
     point: float | None = None
+    n: float | None = None
+    project: Callable[[float], Interval] | None = field(default=None, compare=False, repr=False)
 
 
 Value = float | bool | Interval | None
