@@ -270,28 +270,37 @@ def ratio_sequence(x_b: float, n_b: float, x_a: float, n_a: float, *, alpha: flo
     return Sequence(math.exp(log.point), math.exp(log.lower), math.exp(log.upper), log.n)
 
 
-def _moments(bins: Mapping[int, float]) -> tuple[float, float, float]:
+@dataclass(frozen=True)
+class Moments:
+    """Count, mean and variance of bin indexes: a latency histogram on a log scale, summarised."""
+
+    n: float
+    mean: float
+    variance: float
+
+
+def log_moments(bins: Mapping[int, float]) -> Moments | None:
+    """The moments of a histogram ``{bin_index: count}``; None below two values."""
     n = float(sum(bins.values()))
+    if n < 2:
+        return None
     mean = sum(i * c for i, c in bins.items()) / n
-    var = sum(c * (i - mean) ** 2 for i, c in bins.items()) / max(n - 1.0, 1.0)
-    return n, mean, var
+    return Moments(n, mean, sum(c * (i - mean) ** 2 for i, c in bins.items()) / (n - 1.0))
 
 
-def mean_shift_sequence(bins_b: Mapping[int, float], bins_a: Mapping[int, float], *, growth: float,
-                        alpha: float = DEFAULT_ALPHA, tuning: float = DEFAULT_TUNING) -> Sequence | None:
+def mean_shift_sequence(b: Moments, a: Moments, *, growth: float, n: float | None = None,
+                        alpha: float = DEFAULT_ALPHA, tuning: float = DEFAULT_TUNING) -> Sequence:
     """v2's (b) geometric-mean latency as a multiple of v1's (a), from histograms on a log scale.
 
     Bin ``i`` holds values near ``c * growth ** i``, so the bin index is a log latency
-    and a difference of mean indexes is a log ratio. A bin's width (3 % for the
-    recorder's) is the resolution. None when an arm has fewer than two values.
+    and a difference of mean indexes is a log ratio; a bin's width (3 % for the
+    recorder's) is the resolution, and the least spread assumed. ``n`` projects the
+    sequence to that many values (both arms, at the same split and moments).
     """
-    if sum(bins_b.values()) < 2 or sum(bins_a.values()) < 2:
-        return None
-    (n_b, m_b, v_b), (n_a, m_a, v_a) = _moments(bins_b), _moments(bins_a)
-    # a bin's width as the least spread: identical bins still leave an interval
-    variance = max(v_b, 1 / 12) / n_b + max(v_a, 1 / 12) / n_a
+    k = 1.0 if n is None else n / (b.n + a.n)
+    variance = max(b.variance, 1 / 12) / (b.n * k) + max(a.variance, 1 / 12) / (a.n * k)
     log_step = math.log(growth)
-    s = _sequence(m_b - m_a, variance, n_b + n_a, alpha, tuning)
+    s = _sequence(b.mean - a.mean, variance, (b.n + a.n) * k, alpha, tuning)
     return Sequence(math.exp(s.point * log_step), math.exp(s.lower * log_step), math.exp(s.upper * log_step), s.n)
 
 

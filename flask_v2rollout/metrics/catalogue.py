@@ -55,6 +55,7 @@ from ..stats import (
     DEFAULT_TUNING,
     Sequence,
     difference_sequence,
+    log_moments,
     mean_shift_sequence,
     ratio_sequence,
     srm_test,
@@ -206,19 +207,15 @@ def _fallback_vs_previous(f: Facts) -> Value:
 
 def _latency_shift(f: Facts) -> Value:
     bins_b, bins_a = f.arm("v2").get("latency_bins"), f.arm("v1").get("latency_bins")
-    if not bins_b or not bins_a:
+    b = log_moments({int(i): float(c) for i, c in bins_b.items()}) if bins_b else None
+    a = log_moments({int(i): float(c) for i, c in bins_a.items()}) if bins_a else None
+    if b is None or a is None:
         return None
-    b = {int(i): float(c) for i, c in bins_b.items()}
-    a = {int(i): float(c) for i, c in bins_a.items()}
-    total = sum(b.values()) + sum(a.values())
-    if not total:
-        return None
+    moments_b, moments_a = b, a
 
-    def build(n: float) -> Sequence | None:
-        k = n / total
-        return mean_shift_sequence({i: c * k for i, c in b.items()}, {i: c * k for i, c in a.items()},
-                                   growth=GROWTH, alpha=f.alpha, tuning=f.tuning)
-    return _interval(build, total, 100.0)
+    def build(n: float) -> Sequence:
+        return mean_shift_sequence(moments_b, moments_a, growth=GROWTH, n=n, alpha=f.alpha, tuning=f.tuning)
+    return _interval(build, b.n + a.n, 100.0)
 
 
 def _srm_p_value(f: Facts) -> Value:

@@ -476,6 +476,8 @@ _COMPARE: Mapping[str, Callable[[float, float], bool]] = {
 
 def _known(value: Value) -> Value:
     """``value`` as the evaluation sees it: None for missing, NaN, booleans and broken intervals."""
+    if type(value) is float:
+        return None if math.isnan(value) else value
     if isinstance(value, Interval):
         return value if not (math.isnan(value.lower) or math.isnan(value.upper)) else None
     if value is None or isinstance(value, bool) or math.isnan(value):
@@ -485,6 +487,8 @@ def _known(value: Value) -> Value:
 
 def _compare(op: str, left: float | Interval, right: float | Interval) -> bool | None:
     """A comparison; with an interval: true if every point satisfies it, false if none does, else unknown."""
+    if not isinstance(left, Interval) and not isinstance(right, Interval):
+        return _COMPARE[op](left, right)
     lefts = (left.lower, left.upper) if isinstance(left, Interval) else (left,)
     rights = (right.lower, right.upper) if isinstance(right, Interval) else (right,)
     results = {_COMPARE[op](a, b) for a in lefts for b in rights}
