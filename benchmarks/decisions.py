@@ -50,6 +50,7 @@ from flask_v2rollout.rules.gates import (
     matrix_for,
     rollback_decision,
     stage_named,
+    with_durations,
 )
 from flask_v2rollout.rules.runbook import Runbook, load_runbook
 from flask_v2rollout.stats import DEFAULT_ALPHA, DEFAULT_TUNING, proportion_ratio_test
@@ -151,6 +152,7 @@ def _minute(rng: random.Random, scenario: Scenario, share: float, per_min: float
         c.converted += rng.random() < arm.conversion
         if rng.random() < arm.error:
             c.errors += 1
+            c.fallbacks += in_v2  # v2's errors are served by v1: the recorder counts them as fallbacks too
         elif rng.random() < arm.fallback:
             c.fallbacks += 1
     return v2, v1
@@ -276,7 +278,7 @@ def go_at_end(stage_name: str, scenario: Scenario, users_per_day: float, seed: i
     for c, arm in ((v2, scenario.v2), (v1, scenario.v1)):
         c.calcs, c.converted = c.users, _binomial(rng, c.users, arm.conversion)
         c.errors = _binomial(rng, c.calcs, arm.error)
-        c.fallbacks = _binomial(rng, c.calcs - c.errors, arm.fallback)
+        c.fallbacks = _binomial(rng, c.calcs - c.errors, arm.fallback) + (c.errors if c is v2 else 0)
     previous = _previous_v2() if stage_name != "canary" else None
     named = _values(Facts(_window(v2, v1, minutes, bins=True), percentage=stage.percentage, previous_v2=previous,
                           rollbacks=0, critical_incidents=0, monitoring_ok=True, minimums=DEFAULT_MINIMUMS,
@@ -316,9 +318,101 @@ def _old_alarm(stage: str, v2: Counts, v1: Counts, a2: Counts, a1: Counts) -> bo
             return True
         if stage == "canary" and observed is not None and observed < 90:  # blocker on the observed ratio
             return True
-    if min(a2.users, a1.users) >= _MIN_USERS and a1.converted and a2.converted / a2.users < 0.95 * a1.converted / a1.users:
-        return True
+    if min(a2.users, a1.users) >= _MIN_USERS and a2.converted / a2.users < 0.95 * a1.converted / a1.users:
+        return True  # the alert "v2 conversion < 95 % of v1's" on the 5-minute window
     return a2.calcs >= _ALERT_MIN_CALCS and a2.errors / a2.calcs > 0.05
+
+
+def end_to_end(users_per_day: float, hours: float, seed: int, v2_arm: Arm) -> tuple[int, int, list[str],
+                                                                                   dict[str, int]]:
+    """A short canary through a real app, looked at every minute: its gate against the pure functions'.
+
+    Users get the real bucketing (md5 of the id); each user's outcome is drawn once and handed to the
+    calculation as its argument, so the app and the simulator count the same users, conversions,
+    errors and fallbacks. Returns (looks, looks that agree, disagreements, the app's decisions counted).
+    """
+    import tempfile
+
+    from flask import Flask
+
+    from flask_v2rollout import Fallback, V2Rollout
+    from flask_v2rollout.bucketing import in_rollout
+    from flask_v2rollout.testing import Clock, use_clock
+
+    def v2(kind: str) -> float:
+        if kind == "error":
+            raise KeyError("opponent")
+        if kind == "fallback":
+            raise Fallback("insufficient_weeks")
+        return 1.0
+
+    scenario = Scenario("e2e", Arm(conversion=0.30, error=0.0), v2_arm)  # v1 never errs: its errors would 500
+    setup = _setup(DEFAULT_ALPHA, DEFAULT_TUNING)
+    rb, rng = setup.runbook, random.Random(seed)
+    stage = stage_named("canary", rb.stages)
+    ext = V2Rollout()
+    ext.register("calc", v1=lambda kind: 1.0, v2=v2)
+    with tempfile.TemporaryDirectory() as tmp:
+        app = Flask("decisions", instance_path=tmp)
+        app.config.update(SECRET_KEY="bench", V2ROLLOUT_STAGE_DURATIONS={"canary": hours * HOUR},
+                          V2ROLLOUT_METRICS_FLUSH_S=10**9, V2ROLLOUT_EVALUATE_EVERY_S=10**9,
+                          V2ROLLOUT_OTEL_ENABLED=False)
+        ext.init_app(app)
+        from flask import request
+
+        ext.user_loader(lambda: request.headers.get("X-User"))
+        clock = Clock(start=1_900_000_000 // 60 * 60)
+        looks = agree = 0
+        disagreements: list[str] = []
+        decisions: dict[str, int] = {}
+        v2_counts, v1_counts = Counts(), Counts()
+        gate = gate_for("canary", rb.gates)
+        with use_clock(app, clock):
+            entered = clock()  # the stage begins at the change; its window at the next whole minute
+            with app.app_context():
+                ext.set_flag("calc", "v2_rollout_percentage", stage.percentage, actor="bench", reason="canary")
+                for check in rb.manual_checks:
+                    ext.record_check("calc", check, True, actor="bench")
+            clock.advance(minutes=1)
+            user = 0
+            for minute in range(1, int(hours * 60) + 1):
+                for _ in range(_poisson(rng, users_per_day / 1440)):
+                    user += 1
+                    uid = f"u{seed}-{user}"
+                    in_v2 = in_rollout(uid, stage.percentage)
+                    arm, c = (scenario.v2, v2_counts) if in_v2 else (scenario.v1, v1_counts)
+                    converts = rng.random() < arm.conversion
+                    kind = ("error" if rng.random() < arm.error else
+                            "fallback" if in_v2 and rng.random() < arm.fallback else "ok")
+                    c.users += 1
+                    c.calcs += 1
+                    c.converted += converts
+                    c.errors += kind == "error"
+                    c.fallbacks += kind != "ok"
+                    with app.test_request_context(headers={"X-User": uid}):
+                        app.preprocess_request()
+                        ext.calculate("calc", kind)
+                        if converts:
+                            ext.track_conversion("calc")
+                clock.advance(minutes=1)
+                with app.app_context():
+                    ext.flush()
+                    report = ext.gate("calc")
+                named = _values(Facts(_window(v2_counts, v1_counts, minute, bins=True), percentage=stage.percentage,
+                                      rollbacks=0, critical_incidents=0, monitoring_ok=True,
+                                      minimums=DEFAULT_MINIMUMS), setup.stage_metrics["canary"]) | setup.checks
+                pure = evaluate_gate(gate, named, now_in_stage_s=clock() - entered, stages=with_durations(
+                    rb.stages, {"canary": hours * HOUR}), explain=False)
+                real = (report["decision"], {c["name"]: c["verdict"] for c in report["criteria"]})
+                mine = (pure.decision, {r.criterion.name: r.verdict for r in pure.results})
+                looks += 1
+                decisions[real[0]] = decisions.get(real[0], 0) + 1
+                if real == mine:
+                    agree += 1
+                elif len(disagreements) < 5:
+                    diff = {k: (real[1][k], v) for k, v in mine[1].items() if real[1].get(k) != v}
+                    disagreements.append(f"minute {minute}: app {real[0]}, simulator {mine[0]}; {diff}")
+    return looks, agree, disagreements, decisions
 
 
 def _old_go(stage: str, v2: Counts, v1: Counts) -> bool:
@@ -388,8 +482,22 @@ def main() -> None:
     parser.add_argument("--tuning", type=float, default=DEFAULT_TUNING)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--e2e", action="store_true", help="only the end-to-end agreement check")
+    parser.add_argument("--e2e-hours", type=float, default=6.0)
+    parser.add_argument("--e2e-users-per-day", type=float, default=200_000)
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.e2e:
+        print(f"end to end: a {args.e2e_hours:g} h canary at {args.e2e_users_per_day:g} users/day through a real "
+              "app, rollout.gate() every minute, against the simulator's functions on the same users")
+        for name, arm in (("equal v2", HEALTHY_V2), ("A/B v2", SCENARIOS["A/B"].v2)):
+            looks, agree, disagreements, decisions = end_to_end(args.e2e_users_per_day, args.e2e_hours, args.seed,
+                                                                arm)
+            print(f"  {name}: {agree} of {looks} looks agree (decision and every verdict); the app said {decisions}")
+            for line in disagreements:
+                print("    " + line)
+        print(f"({time.perf_counter() - started:.0f} s)")
+        return
     print(f"users/day {args.users_per_day:g}, conversion {BASE.conversion:.0%}, errors {BASE.error:.1%}, "
           f"v2 fallback {HEALTHY_V2.fallback:.0%}; alpha {args.alpha:g}, tuning {args.tuning:g}; "
           "evaluated every simulated minute")
