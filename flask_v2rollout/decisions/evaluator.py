@@ -33,6 +33,7 @@ from ..rules.alerts import Rule, RuleSet, RuleState, Transition, evaluate, rearm
 from ..rules.conditions import Interval, Value
 from ..rules.gates import (
     Action,
+    Criterion,
     Decision,
     GateDecision,
     Histograms,
@@ -482,7 +483,7 @@ def gate_report(name: str, stage: Stage, decision: GateDecision, matrix: Decisio
         "criteria": [
             {
                 "name": r.criterion.name, "kind": r.criterion.kind, "description": r.criterion.description,
-                "value": r.value, "threshold": None if r.criterion.manual else r.criterion.condition.text,
+                "value": r.value, "threshold": _threshold(r.criterion),
                 "verdict": r.verdict, "sample": r.sample, "detail": r.detail,
             }
             for r in decision.results
@@ -491,6 +492,13 @@ def gate_report(name: str, stage: Stage, decision: GateDecision, matrix: Decisio
         "matrix": {"severity": matrix.severity, "action": matrix.action, "target_percentage": matrix.target_percentage,
                    "signals": list(matrix.signals)},
     }
+
+
+def _threshold(c: Criterion) -> str | None:
+    """What a criterion is judged on: its condition, or both sides of a pass/fail criterion (None: manual)."""
+    if c.manual:
+        return None
+    return c.condition.text if c.fail_condition is None else f"pass: {c.condition.text}; fail: {c.fail_condition.text}"
 
 
 def _plain(values: Mapping[str, Value]) -> dict[str, float | bool | None]:
