@@ -213,6 +213,10 @@ class Settings:
         _seconds_by_name, {}, "minimum stage durations in seconds by stage name (over the runbook's)")
     gate_min_calculations: int = _key(_integer(0), 200, "calculations a criterion needs before it is judged")
     gate_min_users: int = _key(_integer(0), 100, "users per arm a conversion criterion needs")
+    gate_alpha: float = _key(_number(0.0001, 0.5, what="a probability"), 0.05,
+                             "error level of the gates' anytime-valid intervals (two-sided)")
+    sequential_tuning: float = _key(_number(1.0, what="a number of observations"), 10_000.0,
+                                    "observations (both arms) where the anytime-valid intervals are tightest")
     runbook_file: str | None = _key(
         _optional_text, None,
         "the host's runbook overlay (YAML) over the packaged rules/runbook.yaml: alert rules, gate criteria, "

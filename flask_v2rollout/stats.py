@@ -1,15 +1,40 @@
 """Pure statistics for the gates (stdlib only, no Flask).
 
-Two questions decide a rollout and both need a test, not a bare comparison of
-point estimates:
+The gates and rollback matrices are evaluated every few seconds, so every
+comparison between v2 and v1 they act on is an **anytime-valid** interval: a
+confidence sequence, whose coverage holds at every look at once, not at one
+fixed sample size. Reading the dashboard every minute, or evaluating every
+30 seconds, does not inflate false alarms.
 
-* Is v2's conversion rate at least 95 % of v1's? — :func:`proportion_ratio_test`,
-  a one-sided non-inferiority test on the *ratio* of two proportions.
-* Is v2 slower than v1? — :func:`mann_whitney_u` / :func:`mann_whitney_binned`,
-  a rank test, because latencies are skewed and only their order matters. The
-  binned form works directly on the latency histograms ``{bin_index: count}``
-  kept by :mod:`flask_v2rollout.metrics.recorder` (bin values grow with the index, so the
-  index orders them), in O(bins) instead of O(samples).
+Method: the asymptotic confidence sequence of Waudby-Smith, Arbour, Sinha,
+Kennedy & Ramdas ("Time-uniform central limit theory and asymptotic confidence
+sequences", 2023), the one GrowthBook uses. For an estimate with variance ``V``
+from ``n`` observations (``sigma^2 = n V`` per observation) the two-sided
+``1 - alpha`` half-width is::
+
+    sigma * sqrt( 2 (n rho^2 + 1) / (n^2 rho^2) * log( sqrt(n rho^2 + 1) / alpha ) )
+
+``rho`` is the tuning parameter: the sequence is tightest near
+``n* = tuning`` observations, with ``rho^2 = (-2 log alpha + log(-2 log alpha + 1)) / n*``
+(the authors' approximation). ``V2ROLLOUT_SEQUENTIAL_TUNING`` sets ``n*``
+(users or calculations in both arms together); ``V2ROLLOUT_GATE_ALPHA`` sets
+alpha. Assumptions: observations independent within an arm (one per user for
+conversion, one per calculation for error and fallback rates and latency), a
+variance estimated from the data (the "asymptotic" part: valid as ``n`` grows,
+which the gates' sample minimums stand for), arms independent.
+
+* :func:`ratio_sequence` — v2's rate as a multiple of v1's (log ratio, delta method).
+* :func:`difference_sequence` — v2's rate minus v1's.
+* :func:`mean_shift_sequence` — the shift of mean log latency, from the latency
+  histograms, as a ratio of geometric means.
+* :func:`srm_test` — sample-ratio mismatch: users per arm against the configured
+  percentage, an anytime-valid p-value from the same boundary (the sequential form
+  of the one-degree-of-freedom chi-square test).
+
+The fixed-horizon tests stay for comparison and the informational latency rank test:
+:func:`proportion_ratio_test` (Katz log-ratio bounds) and :func:`mann_whitney_u` /
+:func:`mann_whitney_binned` (rank test on skewed latencies, directly on the
+histograms ``{bin_index: count}`` of :mod:`flask_v2rollout.metrics.recorder`).
 """
 from __future__ import annotations
 
@@ -19,6 +44,11 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 _NORMAL = NormalDist()
+
+
+#: defaults of the tuning parameter (observations where the sequence is tightest) and alpha
+DEFAULT_TUNING = 10_000.0
+DEFAULT_ALPHA = 0.05
 
 
 def upper_tail(z: float) -> float:
@@ -154,3 +184,153 @@ def mann_whitney_binned(bins_x: Mapping[int, float], bins_y: Mapping[int, float]
     """
     indexes = sorted(set(bins_x) | set(bins_y))
     return _rank_test((float(bins_x.get(i, 0.0)), float(bins_y.get(i, 0.0))) for i in indexes)
+
+
+# --------------------------------------------------------------------------- anytime-valid intervals
+
+
+def rho_squared(tuning: float, alpha: float) -> float:
+    """The mixing parameter that makes the sequence tightest near ``tuning`` observations."""
+    if not tuning > 0 or not 0 < alpha < 1:
+        raise ValueError("need tuning > 0 and 0 < alpha < 1")
+    log_a = -2.0 * math.log(alpha)
+    return (log_a + math.log(log_a + 1.0)) / tuning
+
+
+def cs_margin(n: float, *, alpha: float = DEFAULT_ALPHA, tuning: float = DEFAULT_TUNING) -> float:
+    """Half-width of the two-sided ``1 - alpha`` sequence for the mean of ``n`` unit-variance observations."""
+    if not n > 0:
+        raise ValueError("need n > 0")
+    r2 = rho_squared(tuning, alpha)
+    v = n * r2 + 1.0
+    return math.sqrt(2.0 * v / (n * n * r2) * math.log(math.sqrt(v) / alpha))
+
+
+def cs_p_value(z: float, n: float, *, tuning: float = DEFAULT_TUNING, alpha: float = DEFAULT_ALPHA) -> float:
+    """Anytime-valid two-sided p-value of a z statistic after ``n`` observations.
+
+    The smallest level whose sequence excludes the null; ``alpha`` only picks ``rho``.
+    """
+    r2 = rho_squared(tuning, alpha)
+    v = n * r2 + 1.0
+    return min(1.0, math.sqrt(v) * math.exp(-z * z * n * r2 / (2.0 * v)))
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """An anytime-valid interval: ``lower <= point <= upper`` (units of the estimate)."""
+
+    point: float
+    lower: float
+    upper: float
+    n: float
+
+
+def _sequence(point: float, variance: float, n: float, alpha: float, tuning: float) -> Sequence:
+    half = math.sqrt(variance * n) * cs_margin(n, alpha=alpha, tuning=tuning)
+    return Sequence(point, point - half, point + half, n)
+
+
+def _check(x: float, n: float, arm: str) -> None:
+    if n < 0 or x < 0 or x > n:
+        raise ValueError(f"arm {arm}: need 0 <= events <= trials, got {x} of {n}")
+
+
+def difference_sequence(x_b: float, n_b: float, x_a: float, n_a: float, *, alpha: float = DEFAULT_ALPHA,
+                        tuning: float = DEFAULT_TUNING) -> Sequence | None:
+    """``p_b - p_a`` of two proportions (v2 = b, v1 = a), None when an arm is empty.
+
+    The variance uses ``(x + 1) / (n + 2)`` so that zero events in both arms still
+    leave an interval, not a point at 0.
+    """
+    _check(x_b, n_b, "b")
+    _check(x_a, n_a, "a")
+    if not n_b or not n_a:
+        return None
+    s_b, s_a = (x_b + 1) / (n_b + 2), (x_a + 1) / (n_a + 2)
+    variance = s_b * (1 - s_b) / n_b + s_a * (1 - s_a) / n_a
+    return _sequence(x_b / n_b - x_a / n_a, variance, n_b + n_a, alpha, tuning)
+
+
+def ratio_sequence(x_b: float, n_b: float, x_a: float, n_a: float, *, alpha: float = DEFAULT_ALPHA,
+                   tuning: float = DEFAULT_TUNING) -> Sequence | None:
+    """``p_b / p_a`` of two proportions: the sequence on the log ratio (delta method), exponentiated.
+
+    None without an event in each arm, or without variance (every trial an event).
+    """
+    _check(x_b, n_b, "b")
+    _check(x_a, n_a, "a")
+    if not x_b or not x_a:
+        return None
+    p_b, p_a = x_b / n_b, x_a / n_a
+    variance = (1 - p_b) / x_b + (1 - p_a) / x_a
+    if variance <= 0:
+        return None
+    log = _sequence(math.log(p_b / p_a), variance, n_b + n_a, alpha, tuning)
+    return Sequence(math.exp(log.point), math.exp(log.lower), math.exp(log.upper), log.n)
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Count, mean and variance of bin indexes: a latency histogram on a log scale, summarised."""
+
+    n: float
+    mean: float
+    variance: float
+
+
+def log_moments(bins: Mapping[int, float]) -> Moments | None:
+    """The moments of a histogram ``{bin_index: count}``; None below two values."""
+    n = float(sum(bins.values()))
+    if n < 2:
+        return None
+    mean = sum(i * c for i, c in bins.items()) / n
+    return Moments(n, mean, sum(c * (i - mean) ** 2 for i, c in bins.items()) / (n - 1.0))
+
+
+def mean_shift_sequence(b: Moments, a: Moments, *, growth: float, n: float | None = None,
+                        alpha: float = DEFAULT_ALPHA, tuning: float = DEFAULT_TUNING) -> Sequence:
+    """v2's (b) geometric-mean latency as a multiple of v1's (a), from histograms on a log scale.
+
+    Bin ``i`` holds values near ``c * growth ** i``, so the bin index is a log latency
+    and a difference of mean indexes is a log ratio; a bin's width (3 % for the
+    recorder's) is the resolution, and the least spread assumed. ``n`` projects the
+    sequence to that many values (both arms, at the same split and moments).
+    """
+    k = 1.0 if n is None else n / (b.n + a.n)
+    variance = max(b.variance, 1 / 12) / (b.n * k) + max(a.variance, 1 / 12) / (a.n * k)
+    log_step = math.log(growth)
+    s = _sequence(b.mean - a.mean, variance, (b.n + a.n) * k, alpha, tuning)
+    return Sequence(math.exp(s.point * log_step), math.exp(s.lower * log_step), math.exp(s.upper * log_step), s.n)
+
+
+@dataclass(frozen=True)
+class SrmTest:
+    """Users per arm against the configured share: ``p_value`` is anytime-valid (small: assignment broken)."""
+
+    n_b: float
+    n_a: float
+    expected_share: float
+    observed_share: float
+    chi_square: float
+    p_value: float
+
+
+def srm_test(n_b: float, n_a: float, share_b: float, *, tuning: float = DEFAULT_TUNING,
+             alpha: float = DEFAULT_ALPHA) -> SrmTest | None:
+    """Sample-ratio mismatch of ``n_b`` v2 users and ``n_a`` v1 users when v2 should get ``share_b`` (0–1).
+
+    The statistic is the chi-square goodness of fit with one degree of freedom,
+    ``z^2`` with ``z = (observed - expected share) / sqrt(share (1 - share) / n)``;
+    its p-value is read from the confidence-sequence boundary, so checking it at
+    every evaluation stays valid. None when there is nothing to test (no users, or
+    a share of 0 or 1).
+    """
+    if n_b < 0 or n_a < 0:
+        raise ValueError("user counts must be non-negative")
+    n = n_b + n_a
+    if not n or not 0 < share_b < 1:
+        return None
+    observed = n_b / n
+    z = (observed - share_b) / math.sqrt(share_b * (1 - share_b) / n)
+    return SrmTest(n_b, n_a, share_b, observed, z * z, cs_p_value(z, n, tuning=tuning, alpha=alpha))

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flask_v2rollout.rules.alerts import RuleSet, RuleState, evaluate, parse_rules, rearm
-from flask_v2rollout.rules.conditions import AlertRuleError, parse_condition
+from flask_v2rollout.rules.conditions import AlertRuleError, Interval, parse_condition
 from flask_v2rollout.rules.runbook import load_runbook
 
 PACKAGED = load_runbook()
@@ -48,14 +48,17 @@ QUIET = {
     "v2_unhandled_exceptions": 0, "data_source_age_hours": 6.0, "v2_data_coverage_pct": 88.0,
     "v2_calculations_per_min": 120.0, "v1_calculations_per_min": 1_080.0, "v2_timeouts_pct": 0.1,
     "shadow_agreement_rate_pct": 78.0, "v2_rollout_percentage": 10.0, "v2_calculations": 600.0,
+    "conversion_users_per_arm": 500.0, "v2_vs_v1_conversion_pct": Interval(96.0, 104.0, 100.0),
+    "v2_minus_v1_error_rate_pct": Interval(-0.5, 0.5, 0.0),
 }
 # For each rule: a window that crosses it, and every rule that window fires (overlapping thresholds).
 CROSSINGS = {
     "v2_database_connection_failure": ({"db_connection_failures": 1}, set()),
-    "v2_very_high_error_rate": ({"v2_error_rate_pct": 10.5}, {"v2_high_error_rate", "v2_moderate_error_rate"}),
-    "v2_high_error_rate": ({"v2_error_rate_pct": 5.01}, {"v2_moderate_error_rate"}),
+    "v2_very_high_error_rate": ({"v2_error_rate_pct": 10.5}, {"v2_moderate_error_rate"}),
+    "v2_high_error_rate": ({"v2_error_rate_pct": 5.01, "v2_minus_v1_error_rate_pct": Interval(2.0, 8.0, 5.0)},
+                           {"v2_moderate_error_rate"}),
     "v2_performance_degradation_critical": ({"v2_p95_ms": 1200.0}, {"v2_slow_queries"}),
-    "v2_conversion_rate_drop": ({"v2_conversion_rate_pct": 9.4}, set()),
+    "v2_conversion_rate_drop": ({"v2_vs_v1_conversion_pct": Interval(85.0, 93.0, 89.0)}, set()),
     "v2_slow_queries": ({"v2_p95_ms": 501.0}, set()),
     "v2_high_fallback_rate": ({"v2_fallback_rate_pct": 26.0}, set()),
     "v2_moderate_error_rate": ({"v2_error_rate_pct": 2.5}, set()),

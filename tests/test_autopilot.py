@@ -164,3 +164,40 @@ def test_error_spike_rolls_back_once_while_four_evaluators_race(make_app, user_f
         assert len([e for e in events if e[1] == "fired"]) == 3
         assert ext.alerts("calc") == []
         assert ext.evaluate()["calc"] == {"transitions": [], "auto_rollback": False, "autopilot": None}
+
+
+def test_a_cache_that_drops_v2_users_is_a_sample_ratio_mismatch(make_app, user_from_header) -> None:
+    """A host caching layer answers v2-bucket users from cached v1 results without calling calculate():
+    most of them never reach the v2 arm, and the gate must say the assignment is broken."""
+    from flask import jsonify
+
+    app, ext = simulation_app(make_app, healthy_v2)
+    user_from_header(ext)
+    cache: dict[int, float] = {}
+
+    @app.get("/cached/<int:x>")
+    def cached(x: int):
+        if ext.current_version("calc") == "v2" and x in cache:
+            return jsonify(value=cache[x])  # the bug: v2 users skip calculate() on a cache hit
+        outcome = ext.calculate("calc", x)
+        if outcome.version == "v1":
+            cache[x] = outcome.value
+        return jsonify(value=outcome.value)
+
+    client = app.test_client()
+    clock = Clock(start=1_900_000_000)
+    with use_clock(app, clock):
+        with app.app_context():
+            ext.set_flag("calc", "v2_rollout_percentage", 10, actor="ops", reason="canary")
+        clock.advance(minutes=1)  # the stage's window starts at the next whole minute
+        for i in range(3_000):
+            assert client.get(f"/cached/{i % 20}", headers={"X-User": f"user-{i}"}).status_code == 200
+        with app.app_context():
+            assert ext.flush()
+            arms = ext.metrics("calc")["arms"]
+            assert arms["v2"]["users"] < 0.02 * (arms["v1"]["users"] + arms["v2"]["users"])  # 10 % configured
+            gate = ext.gate("calc")
+    assert gate["decision"] == "NO-GO", gate["reasons"]
+    srm = next(c for c in gate["criteria"] if c["name"] == "srm")
+    assert srm["verdict"] == "fail"
+    assert any(r.startswith("blocker 'assignment is broken' fired (SRM p=") for r in gate["reasons"]), gate["reasons"]

@@ -23,7 +23,7 @@ WAIT_S = 20.0
 TRUE, FALSE = "v2_rollout_percentage >= 0", "v2_rollout_percentage < 0"
 CANARY_MUSTS_SHOULDS = ("error_rate", "conversion", "complaints", "fallback", "p95", "conversion_up", "quality",
                         "stable", "no_rollback")
-CANARY_BLOCKERS = ("conversion_low", "error_high", "rollbacks")
+CANARY_BLOCKERS = ("conversion_low", "error_high", "rollbacks", "srm")
 
 
 def always_go_canary(tmp_path: Path) -> str:

@@ -42,7 +42,7 @@ def arm(**over: Any) -> dict[str, Any]:
     base = {
         "calculations": 5_000, "per_min": 100.0, "error_rate_pct": 0.1, "fallback_rate_pct": 10.0, "p95_ms": 40.0,
         "p99_ms": 120.0, "avg_ms": 12.0, "users": 40_000, "converted_users": 4_400, "conversion_rate_pct": 11.0,
-        "unhandled": 0, "slow_pct": 0.0,
+        "unhandled": 0, "slow_pct": 0.0, "errors": 5, "fallbacks": 500,
     }
     return base | over
 
@@ -58,9 +58,10 @@ def raw() -> dict[str, Any]:
                               "by_agreement": {"EXACT": 1_500, "CLOSE": 180, "MODERATE": 420, "fallback": 300}}},
             "db_errors": 0, "probes": {},
         },
-        "previous_v2": {"p95_ms": 38.0, "fallback_rate_pct": 11.0, "avg_ms": 12.0},
+        "previous_v2": {"p95_ms": 38.0, "fallback_rate_pct": 11.0, "avg_ms": 12.0, "fallbacks": 550,
+                        "calculations": 5_000},
         "offline": {"agreement_rate": 0.85, "fallback_rate": 0.125},
-        "rollbacks": 0, "critical_incidents": 0, "monitoring_ok": True, "percentage": 10.0,
+        "rollbacks": 0, "critical_incidents": 0, "monitoring_ok": True, "percentage": 50.0,  # equal arms: no SRM
     }
 
 
@@ -93,6 +94,11 @@ def users(v2: int, v2_converted: int, v1: int, v1_converted: int) -> dict[str, i
     """Overrides for both arms' users and converting users."""
     return {"window__arms__v2__users": v2, "window__arms__v2__converted_users": v2_converted,
             "window__arms__v1__users": v1, "window__arms__v1__converted_users": v1_converted}
+
+
+def errors(v2_errors: int) -> dict[str, float]:
+    """Overrides for v2's errors out of its 5 000 calculations (v1: 5 errors)."""
+    return {"window__arms__v2__errors": v2_errors, "window__arms__v2__error_rate_pct": v2_errors / 50}
 
 
 def decide(gate: Gate, named: dict[str, Value], elapsed: float = LONG_ENOUGH,
@@ -153,14 +159,14 @@ def test_runbook_gate_shape() -> None:
         return sum(c.kind == kind for c in gate.criteria)
 
     assert [(count(g, "must"), count(g, "should"), g.shoulds_required, count(g, "blocker")) for g in GATES[:3]] == [
-        (5, 4, 1, 4), (5, 4, 2, 3), (6, 4, 2, 4),
+        (5, 4, 1, 4), (5, 4, 2, 4), (6, 4, 2, 5),
     ]
     manual = {m for g in GATES for c in g.criteria if c.manual for m in c.condition.metrics}
     assert manual == {f"check_{k}" for k in MANUAL_CHECKS}
 
 
 def test_error_spike_is_no_go_even_early() -> None:
-    decision = decide(CANARY, healthy(v2_error_rate_pct=3.0), elapsed=HOUR)
+    decision = decide(CANARY, healthy(**errors(150)), elapsed=HOUR)  # 3 % against v1's 0.1 %
     assert decision.decision == NO_GO
     assert verdicts(decision)["error_rate"] == "fail" and verdicts(decision)["error_high"] == "fail"
     assert any("blocker 'Error rate > 2 %' fired" in r for r in decision.reasons)
@@ -168,7 +174,7 @@ def test_error_spike_is_no_go_even_early() -> None:
 
 
 def test_must_failing_alone_is_no_go() -> None:
-    decision = decide(STAGED, healthy(v2_error_rate_pct=0.7))  # < 1 % canary bar, > 0.5 % staged bar
+    decision = decide(STAGED, healthy(**errors(35)))  # 0.7 %: < 1 % canary bar, > 0.5 % staged bar
     assert decision.decision == NO_GO
     assert verdicts(decision)["error_rate"] == "fail"
 
@@ -217,26 +223,53 @@ def test_too_few_shoulds_is_conditional() -> None:
     assert decision.reasons == ("should: 0 of 2 required pass",)
 
 
-def test_conversion_uses_the_ratio_test() -> None:
+def test_conversion_passes_on_the_threshold_fails_on_evidence() -> None:
     clear_pass = decide(CANARY, healthy())
     result = next(r for r in clear_pass.results if r.criterion.name == "conversion")
-    assert result.interval is not None and result.interval.lower >= 95  # percent of v1
-    assert "95% bounds" in result.detail
+    assert result.interval is not None and result.interval.lower > 90  # percent of v1
+    assert "bounds [" in result.detail
 
-    straddles = healthy(**users(2_000, 196, 2_000, 200))
-    decision = decide(CANARY, straddles)  # ratio 0.98, lower bound well below 0.95
-    assert verdicts(decision)["conversion"] == "insufficient"
-    assert decision.decision == INCONCLUSIVE
+    # The rehearsal: an equal v2 in a normal canary (4 000 v2 users, 36 000 v1 users, 30 % converting).
+    # The old rule (lower bound ≥ 95 %) could not pass it; now the observed 100 % meets the threshold and
+    # the interval clears the 90 % blocker level.
+    equal = decide(CANARY, healthy(percentage=10.0, **users(4_000, 1_200, 36_000, 10_800)))
+    assert verdicts(equal)["conversion"] == "pass" and verdicts(equal)["conversion_low"] == "pass"
 
-    # ratio 0.91: upper bound 0.943 < 0.95, not below 0.90
-    clearly_low = healthy(window__arms__v2__converted_users=3_640)
-    decision = decide(CANARY, clearly_low)
-    assert verdicts(decision)["conversion"] == "fail" and verdicts(decision)["conversion_low"] == "pass"
-    assert decision.decision == NO_GO
+    # observed 98 % on 2 000 users an arm: the interval reaches below 90 % — not yet, and how long it takes
+    straddles = decide(CANARY, healthy(**users(2_000, 196, 2_000, 200)), elapsed=10 * HOUR)
+    assert verdicts(straddles)["conversion"] == "insufficient"
+    assert straddles.decision == INCONCLUSIVE
+    reason = next(r for r in straddles.reasons if "Conversion ≥ 95 %" in r)
+    assert "more observations" in reason and "h more at the current traffic" in reason
 
-    blocker = decide(CANARY, healthy(**users(150, 10, 150, 15)))
-    assert verdicts(blocker)["conversion_low"] == "fail"  # observed 0.67 < 0.90
+    # observed 85 %: the whole interval is below 95 % (a failed must), not yet wholly below 90 %
+    clearly_low = decide(CANARY, healthy(window__arms__v2__converted_users=3_400))
+    assert verdicts(clearly_low)["conversion"] == "fail" and verdicts(clearly_low)["conversion_low"] == "insufficient"
+    assert clearly_low.decision == NO_GO
+
+    # 150 users an arm observed at 67 %: noise, not evidence (the old point-estimate blocker fired here)
+    assert verdicts(decide(CANARY, healthy(**users(150, 10, 150, 15))))["conversion_low"] == "insufficient"
+    blocker = decide(CANARY, healthy(**users(20_000, 1_400, 20_000, 2_000)))  # 70 %: wholly below 90 %
+    assert verdicts(blocker)["conversion_low"] == "fail"
     assert blocker.decision == NO_GO
+
+
+def test_error_guardrails_fail_only_on_evidence_of_harm() -> None:
+    # v2 at 1.2 % but v1 errs just as much: over the threshold, yet no evidence v2 causes it
+    shared = healthy(**errors(60), window__arms__v1__errors=60)
+    assert verdicts(decide(CANARY, shared))["error_rate"] == "insufficient"
+    assert verdicts(decide(CANARY, healthy(**errors(60))))["error_rate"] == "fail"  # v1 at 0.1 %
+    assert verdicts(decide(CANARY, healthy(**errors(40))))["error_rate"] == "pass"  # 0.8 % < 1 %
+
+
+def test_srm_makes_the_gate_no_go() -> None:
+    # 10 % configured, 4 000 v2 users against 36 000 v1: fine; 1 000 v2 users: assignment is broken
+    fine = decide(CANARY, healthy(percentage=10.0, **users(4_000, 1_200, 36_000, 10_800)))
+    assert verdicts(fine)["srm"] == "pass"
+    broken = decide(CANARY, healthy(percentage=10.0, **users(1_000, 300, 36_000, 10_800)))
+    assert verdicts(broken)["srm"] == "fail" and broken.decision == NO_GO
+    assert any(r.startswith("blocker 'assignment is broken' fired (SRM p=") for r in broken.reasons)
+    assert verdicts(decide(STAGED, healthy(percentage=50.0, **users(1_000, 300, 36_000, 10_800))))["srm"] == "fail"
 
 
 def test_conversion_below_min_users_or_invalid_is_insufficient() -> None:
@@ -270,8 +303,12 @@ def test_staged_blockers_against_the_previous_stage() -> None:
     worse = decide(STAGED, healthy(window__arms__v2__p95_ms=160.0))  # canary's 38 ms, floored to 100 → 1.6×
     assert verdicts(worse)["perf_worse"] == "fail" and worse.decision == NO_GO
     assert verdicts(decide(STAGED, healthy(window__arms__v2__p95_ms=140.0)))["perf_worse"] == "pass"
-    regression = decide(STAGED, healthy(window__arms__v2__fallback_rate_pct=17.0))  # 11 % → 17 %
+    # 11 % → 19 % on 5 000 calculations each: the whole interval is above 5 points
+    regression = decide(STAGED, healthy(window__arms__v2__fallback_rate_pct=19.0, window__arms__v2__fallbacks=950))
     assert verdicts(regression)["data_quality"] == "fail"
+    # 11 % → 17 %: 6 points observed, but the interval reaches below 5: not yet evidence, not a pass either
+    unsure = decide(STAGED, healthy(window__arms__v2__fallback_rate_pct=17.0, window__arms__v2__fallbacks=850))
+    assert verdicts(unsure)["data_quality"] == "insufficient" and unsure.decision == INCONCLUSIVE
     assert decide(STAGED, healthy(previous_v2=None)).decision == INCONCLUSIVE
 
 

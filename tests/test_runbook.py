@@ -58,7 +58,8 @@ def test_host_file_changes_a_gate_threshold_and_adds_a_rule(make_app, tmp_path: 
     assert (p95["threshold"], p95["verdict"]) == ("v2_p95_ms < 1ms", "fail")
     assert gate["decision"] == "NO-GO" and any("'p95 < 500 ms' fails" in r for r in gate["reasons"])
     error_rate = next(c for c in gate["criteria"] if c["name"] == "error_rate")
-    assert error_rate["threshold"] == "v2_error_rate_pct < 1%"  # the rest of the gate is the packaged one
+    assert error_rate["threshold"] == (  # the rest of the gate is the packaged one
+        "pass: v2_error_rate_pct < 1%; fail: v2_error_rate_pct >= 1% and v2_minus_v1_error_rate_pct > 0%")
 
 
 def test_broken_host_file_stops_init_app_with_file_rule_and_column(make_app, tmp_path: Path) -> None:
@@ -127,7 +128,7 @@ rules:
     ("stages:\n  - {name: moon, min_duration: 1h}\n", "no stage named 'moon'"),
     ("gates:\n  - {name: full_review, to: shadow}\n", "may change only"),
     ("gates:\n  - name: full_review\n    criteria:\n      - {name: x, kind: must}\n",
-     "rule 'full_review/x': missing key(s) ['condition']"),
+     "rule 'full_review/x': a criterion needs either condition, or both pass and fail"),
     ("gates:\n  - name: full_review\n    criteria:\n      - {name: x, kind: maybe, condition: v2_p95_ms > 1}\n",
      "kind must be one of must, should, blocker"),
     ("matrices:\n  canary:\n    rows:\n      - {severity: HIGH, signals: [v2_p95_ms > 5%], action: a, target: 5}\n",

@@ -43,6 +43,7 @@ from ..rules.alerts import Rule, RuleSet, RuleState, Transition, evaluate, rearm
 from ..rules.conditions import Interval, Value
 from ..rules.gates import (
     Action,
+    Criterion,
     Decision,
     GateDecision,
     Histograms,
@@ -86,6 +87,8 @@ class Evaluator:
         self.notifications = notifications
         self.minimums: Minimums = {"calculations": float(settings.gate_min_calculations),
                                    "users": float(settings.gate_min_users)}
+        #: level and tuning of the anytime-valid intervals
+        self.alpha, self.tuning = settings.gate_alpha, settings.sequential_tuning
         #: the packaged runbook overlaid by the host's file, validated whole (raises AlertRuleError)
         self.runbook = load_runbook(settings.runbook_file, minimums=self.minimums,
                                     alert_min_calculations=settings.alert_min_calculations)
@@ -168,7 +171,8 @@ class Evaluator:
             cur, percentage=float(flags[PERCENTAGE]), previous_v2=previous, rollbacks=line["rollbacks"],
             critical_incidents=self._criticals_since(name, line["entered_at"]),
             monitoring_ok=self.metric_store.backlog == 0 and self.store.healthy,
-            offline=dict(self.rollouts[name].offline or {}), minimums=self.minimums,
+            offline=dict(self.rollouts[name].offline or {}), minimums=self.minimums, alpha=self.alpha,
+            tuning=self.tuning,
         )
         named = values(facts, probes=self._probes(cur), checks=self.manual(name, since=line["entered_at"]))
         histograms = {"v1": cur["arms"]["v1"]["latency_bins"], "v2": cur["arms"]["v2"]["latency_bins"],
@@ -187,7 +191,8 @@ class Evaluator:
             window = self.metric_store.window(name, self.alert_window_s, now, since=since)
         else:
             window = self.metric_store.window(name, self.alert_window_s, now)
-        facts = Facts(window, percentage=float(flags[PERCENTAGE]), minimums=self.minimums)
+        facts = Facts(window, percentage=float(flags[PERCENTAGE]), minimums=self.minimums, alpha=self.alpha,
+                      tuning=self.tuning)
         return values(facts, probes=self._probes(window))
 
     def _probes(self, window: Mapping[str, Any]) -> dict[str, float | None]:
@@ -486,7 +491,7 @@ def gate_report(name: str, stage: Stage, decision: GateDecision, matrix: Decisio
         "criteria": [
             {
                 "name": r.criterion.name, "kind": r.criterion.kind, "description": r.criterion.description,
-                "value": r.value, "threshold": None if r.criterion.manual else r.criterion.condition.text,
+                "value": r.value, "threshold": _threshold(r.criterion),
                 "verdict": r.verdict, "sample": r.sample, "detail": r.detail,
             }
             for r in decision.results
@@ -495,6 +500,13 @@ def gate_report(name: str, stage: Stage, decision: GateDecision, matrix: Decisio
         "matrix": {"severity": matrix.severity, "action": matrix.action, "target_percentage": matrix.target_percentage,
                    "signals": list(matrix.signals)},
     }
+
+
+def _threshold(c: Criterion) -> str | None:
+    """What a criterion is judged on: its condition, or both sides of a pass/fail criterion (None: manual)."""
+    if c.manual:
+        return None
+    return c.condition.text if c.fail_condition is None else f"pass: {c.condition.text}; fail: {c.fail_condition.text}"
 
 
 def _plain(values: Mapping[str, Value]) -> dict[str, float | bool | None]:

@@ -19,28 +19,48 @@ arm). Alerts read the values as they are, except conversion rates, which are
 no data below the users minimum in every window (a rate over a handful of users
 is noise, not a measurement).
 
-Statistical metrics. ``v2_vs_v1_conversion_pct`` is v2's conversion rate as a
-percentage of v1's, carried as an :class:`~flask_v2rollout.rules.conditions.Interval`
-(the one-sided 95 % bounds of the ratio, and the observed ratio as its point).
-Compared with a number it is true only when the whole interval satisfies the
-comparison, false only when the whole interval violates it, unknown otherwise:
-``>= 95%`` passes when the lower bound reaches 95 % and fails when the upper
-bound is below it (the runbook's "conversion ≥ 95 % of v1"), and a matrix row
-``< 80%`` fires only when the upper bound is below 80 % (a drop beyond the
-noise). ``v2_vs_v1_conversion_observed_pct`` is the point ratio, for the
-blocker "conversion < 90 % of v1". The bounds come from one seam,
-:func:`conversion_interval`, which a later change replaces with anytime-valid
-confidence sequences.
+Statistical metrics. The comparisons of v2 with v1 are
+:class:`~flask_v2rollout.rules.conditions.Interval` values: anytime-valid
+confidence sequences (:mod:`flask_v2rollout.stats`, level ``V2ROLLOUT_GATE_ALPHA``,
+tuning ``V2ROLLOUT_SEQUENTIAL_TUNING``), valid however often the evaluator looks,
+with the observed value as their point:
+
+* ``v2_vs_v1_conversion_pct`` — v2's conversion rate as a percentage of v1's (one
+  seam, :func:`conversion_interval`); ``v2_vs_v1_conversion_observed_pct`` is its point;
+* ``v2_minus_v1_error_rate_pct`` — v2's error rate minus v1's, in points;
+* ``v2_fallback_vs_previous_stage_pct`` — v2's fallback rate minus the previous stage's, in points;
+* ``v2_vs_v1_latency_pct`` — v2's geometric-mean latency as a percentage of v1's (stage windows only).
+
+Compared with a number an interval is true only when the whole interval
+satisfies the comparison, false only when the whole interval violates it,
+unknown otherwise: a matrix row ``v2_vs_v1_conversion_pct < 80%`` fires only when
+the upper bound is below 80 % (a drop beyond the noise). Gate criteria combine the
+point (the runbook's threshold) with the interval (the evidence), see ``runbook.yaml``.
+
+``srm_p_value`` is the anytime-valid p-value of the users per arm against the
+configured percentage (sample-ratio mismatch): a small value means assignment is
+broken, whatever the other metrics say.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..rules.conditions import COUNT, MS, PERCENT, Interval, Unit, Value
 from ..rules.gates import CHECK_PREFIX
-from ..stats import proportion_ratio_test
+from ..stats import (
+    DEFAULT_ALPHA,
+    DEFAULT_TUNING,
+    Sequence,
+    difference_sequence,
+    log_moments,
+    mean_shift_sequence,
+    ratio_sequence,
+    srm_test,
+)
+from .recorder import GROWTH
 
 Arm = Literal["v1", "v2", "shadow", "both", "rollout"]
 MinimumName = Literal["calculations", "users"]
@@ -70,6 +90,9 @@ class Facts:
     monitoring_ok: bool | None = None
     offline: Mapping[str, float] = field(default_factory=dict)
     minimums: Minimums = field(default_factory=lambda: dict(DEFAULT_MINIMUMS))
+    #: level and tuning of the anytime-valid intervals (``V2ROLLOUT_GATE_ALPHA``, ``V2ROLLOUT_SEQUENTIAL_TUNING``)
+    alpha: float = DEFAULT_ALPHA
+    tuning: float = DEFAULT_TUNING
 
     def arm(self, name: str) -> Mapping[str, Any]:
         arms: Mapping[str, Mapping[str, Any]] = self.window.get("arms", {})
@@ -124,19 +147,88 @@ def _conversion_rate(arm: str) -> Callable[[Facts], Value]:
     return compute
 
 
-def conversion_interval(conv_b: float, n_b: float, conv_a: float, n_a: float) -> Interval | None:
-    """v2's (b) conversion rate as a percentage of v1's (a), with its bounds; None when it cannot be bounded.
+def _interval(build: Callable[[float], Sequence | None], n: float, scale: float) -> Interval | None:
+    """An interval from a sequence built at sample ``n``; ``project`` rebuilds it at a larger sample."""
+    seq = build(n)
+    if seq is None:
+        return None
+    return Interval(seq.lower * scale, seq.upper * scale, seq.point * scale, seq.n,
+                    lambda m: _interval(build, m, scale) or Interval(math.nan, math.nan))
 
-    The single source of the interval every conversion criterion and matrix row reads
-    (today Katz's log-ratio bounds, one-sided 95 %).
+
+def conversion_interval(conv_b: float, n_b: float, conv_a: float, n_a: float, *,
+                        alpha: float = DEFAULT_ALPHA, tuning: float = DEFAULT_TUNING) -> Interval | None:
+    """v2's (b) conversion rate as a percentage of v1's (a), with anytime-valid bounds; None when unbounded.
+
+    The single source of the interval every conversion criterion and matrix row reads.
     """
     try:
-        test = proportion_ratio_test(conv_b, n_b, conv_a, n_a)
+        if ratio_sequence(conv_b, n_b, conv_a, n_a) is None:
+            return None
     except ValueError:
         return None
-    if test.lower is None or test.upper is None:
+    total = n_b + n_a
+
+    def build(n: float) -> Sequence | None:
+        k = n / total
+        return ratio_sequence(conv_b * k, n_b * k, conv_a * k, n_a * k, alpha=alpha, tuning=tuning)
+    return _interval(build, total, 100.0)
+
+
+def _difference(x_b: float, n_b: float, x_a: float, n_a: float, alpha: float, tuning: float) -> Interval | None:
+    """``x_b / n_b - x_a / n_a`` in points, anytime-valid; None when an arm is empty or the counts are impossible."""
+    if not (0 <= x_b <= n_b and 0 <= x_a <= n_a) or not n_b or not n_a:
         return None
-    return Interval(test.lower * 100, test.upper * 100, None if test.ratio is None else test.ratio * 100)
+    total = n_b + n_a
+
+    def build(n: float) -> Sequence | None:
+        k = n / total
+        return difference_sequence(x_b * k, n_b * k, x_a * k, n_a * k, alpha=alpha, tuning=tuning)
+    return _interval(build, total, 100.0)
+
+
+def _error_difference(f: Facts) -> Value:
+    counts = [_num(f.arm(a).get(k)) for a in ("v2", "v1") for k in ("errors", "calculations")]
+    if any(c is None for c in counts):
+        return None
+    x_b, n_b, x_a, n_a = (float(c or 0) for c in counts)
+    return _difference(x_b, n_b, x_a, n_a, f.alpha, f.tuning)
+
+
+def _fallback_vs_previous(f: Facts) -> Value:
+    if f.previous_v2 is None:
+        return None
+    counts = [_num(arm.get(k)) for arm in (f.arm("v2"), f.previous_v2) for k in ("fallbacks", "calculations")]
+    if any(c is None for c in counts):
+        return None
+    x_b, n_b, x_a, n_a = (float(c or 0) for c in counts)
+    return _difference(x_b, n_b, x_a, n_a, f.alpha, f.tuning)
+
+
+def _latency_shift(f: Facts) -> Value:
+    bins_b, bins_a = f.arm("v2").get("latency_bins"), f.arm("v1").get("latency_bins")
+    b = log_moments({int(i): float(c) for i, c in bins_b.items()}) if bins_b else None
+    a = log_moments({int(i): float(c) for i, c in bins_a.items()}) if bins_a else None
+    if b is None or a is None:
+        return None
+    moments_b, moments_a = b, a
+
+    def build(n: float) -> Sequence:
+        return mean_shift_sequence(moments_b, moments_a, growth=GROWTH, n=n, alpha=f.alpha, tuning=f.tuning)
+    return _interval(build, b.n + a.n, 100.0)
+
+
+def _srm_p_value(f: Facts) -> Value:
+    users = [_num(f.arm(a).get("users")) for a in ("v2", "v1")]
+    if f.percentage is None or users[0] is None or users[1] is None:
+        return None
+    test = srm_test(users[0], users[1], f.percentage / 100.0, tuning=f.tuning, alpha=f.alpha)
+    return None if test is None else test.p_value
+
+
+def _rollout_users(f: Facts) -> Value:
+    users = [_num(f.arm(a).get("users")) for a in ("v2", "v1")]
+    return None if users[0] is None or users[1] is None else users[0] + users[1]
 
 
 def _counts(f: Facts) -> tuple[float, float, float, float] | None:
@@ -150,7 +242,7 @@ def _counts(f: Facts) -> tuple[float, float, float, float] | None:
 
 def _conversion_vs_v1(f: Facts) -> Value:
     counts = _counts(f)
-    return None if counts is None else conversion_interval(*counts)
+    return None if counts is None else conversion_interval(*counts, alpha=f.alpha, tuning=f.tuning)
 
 
 def _conversion_observed(f: Facts) -> Value:
@@ -222,6 +314,7 @@ def _flag(value: bool | None) -> float | None:
 CALCS = Sample("v2_calculations", "calculations")
 RUNS = Sample("shadow_runs", "calculations")
 USERS = Sample("conversion_users_per_arm", "users")
+ALL_USERS = Sample("rollout_users", "users")
 
 
 def _arm_metrics(arm: Literal["v1", "v2"], sample: Sample | None) -> list[Metric]:
@@ -254,9 +347,20 @@ CATALOGUE: tuple[Metric, ...] = (
     *_arm_metrics("v1", None),
     Metric("conversion_users_per_arm", COUNT, "both", "users in the smaller arm: the conversion sample",
            _users_per_arm, "users per arm"),
+    Metric("rollout_users", COUNT, "both", "users in both arms: the sample-ratio sample", _rollout_users,
+           "users"),
     Metric("v2_vs_v1_conversion_pct", PERCENT, "both",
-           "v2 conversion as a percentage of v1's, with its 95 % confidence bounds (an interval)",
+           "v2 conversion as a percentage of v1's, with anytime-valid bounds (an interval)",
            _conversion_vs_v1, "conversion vs v1", USERS, interval=True),
+    Metric("v2_minus_v1_error_rate_pct", PERCENT, "both",
+           "v2 error rate minus v1's, in points, with anytime-valid bounds (an interval)",
+           _error_difference, "error rate vs v1", CALCS, interval=True),
+    Metric("v2_vs_v1_latency_pct", PERCENT, "both",
+           "v2 geometric-mean time as a percentage of v1's, with anytime-valid bounds (an interval; stage only)",
+           _latency_shift, "time vs v1", CALCS, interval=True),
+    Metric("srm_p_value", COUNT, "both",
+           "anytime-valid p-value of the users per arm against the percentage (small: assignment broken)",
+           _srm_p_value, "SRM p", ALL_USERS),
     Metric("v2_vs_v1_conversion_observed_pct", PERCENT, "both", "v2 conversion as a percentage of v1's, observed",
            _conversion_observed, "conversion vs v1", USERS),
     Metric("shadow_runs", COUNT, "shadow", "shadow runs of v2 that finished or timed out", _shadow_runs,
@@ -286,6 +390,9 @@ CATALOGUE: tuple[Metric, ...] = (
            CALCS),
     Metric("v2_fallback_rate_change_pct", PERCENT, "v2", "v2 fallback rate minus the previous stage's, in points",
            _fallback_change, "fallback change", CALCS),
+    Metric("v2_fallback_vs_previous_stage_pct", PERCENT, "v2",
+           "v2 fallback rate minus the previous stage's, in points, with anytime-valid bounds (an interval)",
+           _fallback_vs_previous, "fallback change", CALCS, interval=True),
     Metric("db_connection_failures", COUNT, "rollout", "database connection failures",
            lambda f: _num(f.window.get("db_errors")), "db failures"),
     Metric("rollbacks_in_stage", COUNT, "rollout", "audited rollbacks since the stage began",

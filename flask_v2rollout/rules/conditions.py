@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import yaml
@@ -280,11 +280,17 @@ def _tokenize(text: str) -> list[_Token]:
 
 @dataclass(frozen=True)
 class Interval:
-    """A metric known only within bounds (a confidence interval) and its point estimate."""
+    """A metric known only within bounds (a confidence interval) and its point estimate.
+
+    ``n`` is the sample it was measured on and ``project(n)`` the same interval at a
+    larger sample, the point unchanged — how a gate tells how much more data it needs.
+    """
 
     lower: float
     upper: float
     point: float | None = None
+    n: float | None = None
+    project: Callable[[float], Interval] | None = field(default=None, compare=False, repr=False)
 
 
 Value = float | bool | Interval | None
@@ -585,6 +591,8 @@ _COMPARE: Mapping[str, Callable[[float, float], bool]] = {
 
 def _known(value: Value) -> Value:
     """``value`` as the evaluation sees it: None for missing, NaN, booleans and broken intervals."""
+    if type(value) is float:
+        return None if math.isnan(value) else value
     if isinstance(value, Interval):
         return value if not (math.isnan(value.lower) or math.isnan(value.upper)) else None
     if value is None or isinstance(value, bool) or math.isnan(value):
@@ -594,6 +602,8 @@ def _known(value: Value) -> Value:
 
 def _compare(op: str, left: float | Interval, right: float | Interval) -> bool | None:
     """A comparison; with an interval: true if every point satisfies it, false if none does, else unknown."""
+    if not isinstance(left, Interval) and not isinstance(right, Interval):
+        return _COMPARE[op](left, right)
     lefts = (left.lower, left.upper) if isinstance(left, Interval) else (left,)
     rights = (right.lower, right.upper) if isinstance(right, Interval) else (right,)
     results = {_COMPARE[op](a, b) for a in lefts for b in rights}

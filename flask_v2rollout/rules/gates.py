@@ -14,6 +14,13 @@ it is ``insufficient``, never a pass and never a failure. For ``must`` and
 *fires* the blocker (verdict ``fail``), as the runbook words them ("p95 > 1000
 ms"). A criterion that reads only manual checks (``check_<key>``: 1 confirmed,
 0 refused) is ``pending`` until a person records it.
+
+A criterion may instead state both sides: ``pass`` (what passes it) and ``fail``
+(what fails it, or fires a blocker); when neither holds it is ``insufficient``.
+That is how a statistical criterion reads: pass on the runbook's threshold and
+enough evidence, fail only on evidence of harm, and otherwise say how much more
+data would decide it — "about N more observations ≈ T h at the current traffic",
+projected from the interval at the observed rates.
 """
 from __future__ import annotations
 
@@ -96,11 +103,19 @@ class Criterion:
     description: str
     condition: Condition
     min_samples: tuple[MinSample, ...] = ()
+    #: with ``pass``/``fail`` criteria: what fails it (``condition`` is then what passes it)
+    fail_condition: Condition | None = None
+    #: how the measured value is named in reasons ("SRM p"); empty: "value"
+    label: str = ""
+
+    @property
+    def metrics(self) -> frozenset[str]:
+        return self.condition.metrics | (self.fail_condition.metrics if self.fail_condition else frozenset())
 
     @property
     def manual(self) -> bool:
         """Judged by a person: it reads manual checks only."""
-        return bool(self.condition.metrics) and all(m.startswith(CHECK_PREFIX) for m in self.condition.metrics)
+        return bool(self.metrics) and all(m.startswith(CHECK_PREFIX) for m in self.metrics)
 
 
 @dataclass(frozen=True)
@@ -120,24 +135,83 @@ def _number(value: Value) -> float | None:
     return float(value)
 
 
-def evaluate_criterion(criterion: Criterion, values: Mapping[str, Value]) -> CriterionResult:
-    """Judge one criterion on the named values."""
+def evaluate_criterion(criterion: Criterion, values: Mapping[str, Value], *,
+                       elapsed_s: float | None = None, explain: bool = True) -> CriterionResult:
+    """Judge one criterion on the named values (``elapsed_s``: time the sample took, for "T more hours").
+
+    ``explain`` False skips projecting how much more data an undecided criterion needs
+    (the verdict is the same; the decision simulator evaluates millions of looks).
+    """
     c = criterion
-    value = c.condition.measured(values)
-    interval = next((v for m in sorted(c.condition.metrics) if isinstance(v := values.get(m), Interval)), None)
+    measured = c.fail_condition if c.fail_condition is not None else c.condition
+    value = measured.measured(values)
+    interval = next((v for m in sorted(c.metrics) if isinstance(v := values.get(m), Interval)), None)
     sample = _number(values.get(c.min_samples[0].metric)) if c.min_samples else None
     short = shortfall(c.min_samples, values)
     if short is not None:
         return CriterionResult(c, "insufficient", value, short[0], short[1])
-    result = c.condition.evaluate(values)
-    bounds = "" if interval is None else f"95% bounds [{_fmt(interval.lower)}, {_fmt(interval.upper)}]"
-    if result is None:
+    verdict = _verdict(c, values)
+    bounds = "" if interval is None else f"bounds [{_fmt(interval.lower)}, {_fmt(interval.upper)}]"
+    if verdict is None:
         if c.manual:
             return CriterionResult(c, "pending", None, None, "not recorded yet")
-        detail = f"{bounds}: cannot tell yet" if bounds else "no data"
-        return CriterionResult(c, "insufficient", value, sample, detail, interval)
-    verdict: Verdict = ("fail" if result else "pass") if c.kind == "blocker" else ("pass" if result else "fail")
+        if not bounds:
+            return CriterionResult(c, "insufficient", value, sample, "no data")
+        more = _more_data(c, values, elapsed_s) if explain else "more data needed"
+        return CriterionResult(c, "insufficient", value, sample, f"{bounds}: cannot tell yet; {more}", interval)
     return CriterionResult(c, verdict, value, sample, bounds, interval)
+
+
+def _verdict(c: Criterion, values: Mapping[str, Value]) -> Verdict | None:
+    """pass, fail or None (cannot tell) on ``values``."""
+    if c.fail_condition is not None:
+        if c.fail_condition.evaluate(values):
+            return "fail"
+        return "pass" if c.condition.evaluate(values) else None
+    result = c.condition.evaluate(values)
+    if result is None:
+        return None
+    return ("fail" if result else "pass") if c.kind == "blocker" else ("pass" if result else "fail")
+
+
+#: how far ahead a projection looks, in multiples of the current sample
+_HORIZON = 1000.0
+
+
+def _more_data(c: Criterion, values: Mapping[str, Value], elapsed_s: float | None) -> str:
+    """How much more sample would decide the criterion if the observed rates held (every interval narrowed alike)."""
+    intervals = {m: v for m in c.metrics if isinstance(v := values.get(m), Interval)
+                 and v.n is not None and v.project is not None}
+    if not intervals:
+        return "more data needed"
+    n = min(v.n for v in intervals.values() if v.n is not None)
+
+    def decided(scale: float) -> bool:
+        projected = dict(values)
+        for m, v in intervals.items():
+            assert v.project is not None and v.n is not None
+            projected[m] = v.project(v.n * scale)
+        return _verdict(c, projected) is not None
+
+    high = 2.0
+    while not decided(high):
+        high *= 2.0
+        if high > _HORIZON:
+            return "the observed value sits on the threshold: more data alone may never decide it"
+    low = high / 2.0 if high > 2.0 else 1.0
+    for _ in range(10):  # to 0.1 % of the bracket: "about" N
+        mid = (low + high) / 2.0
+        low, high = (low, mid) if decided(mid) else (mid, high)
+    more = n * (high - 1.0)
+    text = f"about {_round(more)} more observations (both arms, {high:.2g}× the sample) at the observed rates"
+    if elapsed_s and elapsed_s > 0:
+        text += f", ≈ {_hours((high - 1.0) * elapsed_s)} more at the current traffic"
+    return text
+
+
+def _round(x: float) -> str:
+    digits = max(0, len(str(int(x))) - 2)
+    return f"{round(x, -digits):,.0f}"
 
 
 def _fmt(x: float | None) -> str:
@@ -193,7 +267,7 @@ Histograms = Mapping[str, Mapping[int, float]]
 
 def evaluate_gate(
     gate: Gate, values: Mapping[str, Value], *, now_in_stage_s: float, stages: Sequence[Stage],
-    histograms: Histograms | None = None,
+    histograms: Histograms | None = None, explain: bool = True,
 ) -> GateDecision:
     """Decide a gate. First rule that applies wins:
 
@@ -206,9 +280,10 @@ def evaluate_gate(
     4. GO.
 
     ``reasons`` lists everything that stands between the gate and GO, worst first.
-    ``histograms`` (latency bins by key) feed the informational rank test.
+    ``histograms`` (latency bins by key) feed the informational rank test;
+    ``explain`` (see :func:`evaluate_criterion`) projects how much more data would decide.
     """
-    results = tuple(evaluate_criterion(c, values) for c in gate.criteria)
+    results = tuple(evaluate_criterion(c, values, elapsed_s=now_in_stage_s, explain=explain) for c in gate.criteria)
     min_duration = stage_named(gate.from_stage, stages).min_duration_s
     voting = [r for r in results if r.criterion.kind in ("must", "blocker")]
     shoulds_passed = sum(1 for r in results if r.criterion.kind == "should" and r.verdict == "pass")
@@ -235,7 +310,7 @@ def _reason(r: CriterionResult) -> str:
     c = r.criterion
     what = {"fail": "fired" if c.kind == "blocker" else "fails", "insufficient": "not enough data",
             "pending": "pending manual check"}[r.verdict]
-    value = "" if r.value is None else f" (value {_fmt(r.value)})"
+    value = "" if r.value is None else f" ({c.label or 'value'}{'=' if c.label else ' '}{_fmt(r.value)})"
     detail = f": {r.detail}" if r.detail else ""
     return f"{c.kind} {c.description!r} {what}{value}{detail}"
 

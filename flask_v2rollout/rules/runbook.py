@@ -23,7 +23,10 @@ Sections (every one optional in a host file; unknown keys are refused):
     entry names an existing gate and may change ``shoulds_required`` and list
     ``criteria``: a criterion with an existing name has the given keys replaced
     (e.g. only ``condition``), a new name is appended (``kind`` and
-    ``condition`` required). Gates cannot be added.
+    ``condition`` required). A criterion states either ``condition`` or both
+    ``pass`` and ``fail`` (see :mod:`.gates`); a host's ``condition`` replaces a
+    packaged ``pass``/``fail`` pair. ``label`` names the measured value in
+    reasons. Gates cannot be added.
 ``matrices``
     mapping ``name: {rows, otherwise}``. A host row with an existing severity
     replaces that row, a new severity is added (rows stay worst first);
@@ -75,7 +78,7 @@ SECTIONS = ("stages", "probes", "manual_checks", "gates", "matrices", "rules")
 _STAGE_KEYS = ("name", "percentage", "shadow", "min_duration")
 _PROBE_KEYS = ("name", "unit", "description")
 _GATE_KEYS = ("name", "from", "to", "shoulds_required", "latency", "criteria")
-_CRITERION_KEYS = ("name", "kind", "description", "condition")
+_CRITERION_KEYS = ("name", "kind", "description", "condition", "pass", "fail", "label")
 _ROW_KEYS = ("severity", "signals", "action", "target")
 
 
@@ -263,6 +266,12 @@ def _merge_gate(gate: dict[str, Any], item: dict[str, Any], origin: dict[str, st
         if existing is None:
             criteria.append(dict(crit))
         else:
+            # a host's condition replaces a packaged pass/fail pair, and the other way round
+            for given, replaced in (("condition", ("pass", "fail")), ("pass", ("condition",)),
+                                    ("fail", ("condition",))):
+                if given in crit:
+                    for k in replaced:
+                        existing.pop(k, None)
             existing.update(crit)
         origin[f"criterion:{name}/{crit['name']}"] = file
     return problems
@@ -451,24 +460,31 @@ class _Builder:
     def criterion(self, gate: str, item: Any, checks: Mapping[str, str]) -> Criterion | None:
         name = item.get("name") if isinstance(item, dict) else None
         label, key = f"{gate}/{name}", f"criterion:{gate}/{name}"
-        if not self._keys(key, label, item, _CRITERION_KEYS, ("name", "kind", "condition")):
+        if not self._keys(key, label, item, _CRITERION_KEYS, ("name", "kind")):
             return None
         if item["kind"] not in KINDS:
             self.problem(key, label, f"kind must be one of {', '.join(KINDS)}", repr(item["kind"]))
             return None
-        condition = self.condition(key, label, item["condition"])
-        if condition is None:
+        sides = [k for k in ("pass", "fail") if k in item]
+        if ("condition" in item) == bool(sides) or len(sides) == 1:
+            self.problem(key, label, "a criterion needs either condition, or both pass and fail")
             return None
+        condition = self.condition(key, label, item["condition"] if "condition" in item else item["pass"])
+        fail = self.condition(key, label, item["fail"]) if sides else None
+        if condition is None or (sides and fail is None):
+            return None
+        metrics = condition.metrics | (fail.metrics if fail else frozenset())
         description = item.get("description")
-        read = [m[len(CHECK_PREFIX):] for m in condition.metrics if m.startswith(CHECK_PREFIX)]
-        if description is None and len(read) == 1 and len(condition.metrics) == 1:
+        read = [m[len(CHECK_PREFIX):] for m in metrics if m.startswith(CHECK_PREFIX)]
+        if description is None and len(read) == 1 and len(metrics) == 1:
             description = checks[read[0]]
         if not (isinstance(description, str) and description.strip()):
             self.problem(key, label, "description must be non-empty text (optional only for one manual check)",
                          repr(description))
             return None
+        samples = {s.metric: s for c in (condition, fail) if c is not None for s in self.min_samples(c)}
         return Criterion(str(name), cast(Kind, item["kind"]), description.strip(), condition,
-                         self.min_samples(condition))
+                         tuple(samples.values()), fail, str(item.get("label", "")))
 
     def matrices(self) -> dict[str, Matrix]:
         out = {}
