@@ -102,7 +102,7 @@ class V2Rollout:
         v1: Calculator,
         v2: Calculator,
         compare: Comparator | None = None,
-        salt: str = "",
+        salt: str | None = None,
         subject: Callable[..., Any] | None = None,
         extract: str | Extractor | None = None,
         metadata: Callable[[Any], Mapping[str, Any]] | None = None,
@@ -113,6 +113,10 @@ class V2Rollout:
     ) -> Rollout:
         """Register a rollout.
 
+        ``salt`` seeds the bucketing: by default the rollout's name, so two rollouts
+        put independent cohorts on v2; ``salt=""`` hashes the bare user id, the
+        runbook's ``md5(user_id) % 100`` (keeps every user's version when moving a
+        hand-run rollout onto the extension; see docs/bucketing.md).
         ``subject`` gets the calculator's arguments and returns the label
         logged with each call (e.g. the customer or the item); ``extract`` (a key
         path like ``"items.0.score"`` or a callable) finds the compared number in a
