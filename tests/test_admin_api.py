@@ -185,7 +185,7 @@ def test_manual_checks(admin: tuple[Flask, V2Rollout], client: FlaskClient) -> N
     checks = client.get(f"{API}/rollouts/calc/checks", headers=AUTH).json["checks"]
     team_ready = next(c for c in checks if c["check"] == "team_ready")
     assert team_ready == {"check": "team_ready", "description": 'Team says "ready for production"', "passed": None,
-                          "actor": None, "note": None, "at": None}
+                          "actor": None, "note": None, "at": None, "in_gate": False}  # a staged-gate check
     recorded = client.post(f"{API}/rollouts/calc/checks", json={"check": "team_ready", "passed": True,
                                                                   "note": "standup 9:30"}, headers=AUTH)
     assert recorded.status_code == 200
