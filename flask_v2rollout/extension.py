@@ -196,6 +196,20 @@ class V2Rollout:
             raise RuntimeError("current_version() needs a request; outside one use calculate(..., user_id=…)")
         return self._runtime().pipeline.assignment(rollout).version
 
+    def assignment(self, name: str, *, user_id: Any = None) -> Assignment:
+        """How this request's user (or ``user_id``) is assigned: version, user id, the flags it was decided on.
+
+        The request's assignment is the one ``calculate()`` serves in the same request (kept on ``g``);
+        ``user_id`` buckets that user now, in any app context (the OpenFeature provider's targeting key).
+        """
+        rollout = self._rollout(name)
+        pipeline = self._runtime().pipeline
+        if user_id is not None:
+            return pipeline.assign(rollout, str(user_id))
+        if not has_request_context():
+            raise RuntimeError("assignment() needs a request or user_id=…")
+        return pipeline.assignment(rollout)
+
     def calculate(self, name: str, *args: Any, user_id: Any = None, **kwargs: Any) -> Outcome:
         """Run the rollout for the current user (or ``user_id``) and return the Outcome.
 
