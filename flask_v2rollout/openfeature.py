@@ -12,10 +12,10 @@ and the extension never disagree about a user. Needs the ``openfeature`` extra (
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
-from flask import has_app_context
+from flask import has_app_context, has_request_context
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagEvaluationDetails, FlagResolutionDetails, FlagValueType, Reason
@@ -116,17 +116,19 @@ class V2RolloutProvider(AbstractProvider):
         return _mismatch(default_value, "object")
 
     def _resolve(self, flag_key: str, default_value: T, context: EvaluationContext | None,
-                 value_of: Any) -> FlagResolutionDetails[T]:
+                 value_of: Callable[[str], T]) -> FlagResolutionDetails[T]:
         if flag_key not in self._rollout.rollouts:
             return _error(default_value, ErrorCode.FLAG_NOT_FOUND, f"no rollout named {flag_key!r}")
         if not has_app_context():
             return _error(default_value, ErrorCode.PROVIDER_NOT_READY, "no Flask app context")
-        key = context.targeting_key if context is not None else None
-        try:
-            assignment = self._rollout.assignment(flag_key, user_id=key or None)
-        except RuntimeError:  # no request and no targeting key: nobody to assign
+        key = (context.targeting_key if context is not None else None) or None
+        if key is None and not has_request_context():
             return _error(default_value, ErrorCode.TARGETING_KEY_MISSING,
                           "outside a request, pass the user id as the evaluation context's targeting_key")
+        try:
+            assignment = self._rollout.assignment(flag_key, user_id=key)
+        except RuntimeError as exc:  # the extension is not initialised on this app
+            return _error(default_value, ErrorCode.PROVIDER_NOT_READY, str(exc))
         metadata: dict[str, bool | int | float | str] = {"percentage": assignment.flags.percentage}
         if assignment.flags.version is not None:
             metadata["version"] = str(assignment.flags.version)  # the flag row's version (semconv)

@@ -104,5 +104,8 @@ def test_reasons_for_anonymous_pinned_unknown_and_outside_a_request(host) -> Non
         assert (keyed.value, keyed.reason) == (assign("user-7", 50, salt="qb_td"), Reason.SPLIT)
         wrong_type = of.get_integer_details("qb_td", 0)
         assert (wrong_type.value, wrong_type.error_code) == (0, ErrorCode.TYPE_MISMATCH)
+    with Flask("not_initialised").app_context():
+        bare = of.get_string_details("qb_td", "v1", EvaluationContext(targeting_key="user-7"))
+        assert (bare.value, bare.reason, bare.error_code) == ("v1", Reason.ERROR, ErrorCode.PROVIDER_NOT_READY)
     outside = of.get_string_details("qb_td", "v1", EvaluationContext(targeting_key="user-7"))
     assert (outside.value, outside.reason, outside.error_code) == ("v1", Reason.ERROR, ErrorCode.PROVIDER_NOT_READY)
