@@ -351,7 +351,7 @@ def end_to_end(users_per_day: float, hours: float, seed: int, v2_arm: Arm) -> tu
     rb, rng = setup.runbook, random.Random(seed)
     stage = stage_named("canary", rb.stages)
     ext = V2Rollout()
-    ext.register("calc", v1=lambda kind: 1.0, v2=v2)
+    ext.register("calc", v1=lambda kind: 1.0, v2=v2, salt="")  # salt="": in_rollout(uid, pct) below is its bucketing
     with tempfile.TemporaryDirectory() as tmp:
         app = Flask("decisions", instance_path=tmp)
         app.config.update(SECRET_KEY="bench", V2ROLLOUT_STAGE_DURATIONS={"canary": hours * HOUR},

@@ -66,6 +66,8 @@ rollout.register(
     ROLLOUT,
     v1=edge_v1,
     v2=edge_v2,
+    # The runbook buckets by md5(user_id) % 100: no salt, so users keep the version the hand-run rollout gave them.
+    salt="",
     subject=lambda req: req["player"],
     extract="edge",
     metadata=lambda edge: edge["metadata"],

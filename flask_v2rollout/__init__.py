@@ -1,6 +1,15 @@
 """Flask-V2Rollout: roll a calculation from v1 to v2, safely and observably."""
 from .dispatch import Outcome
-from .errors import ConflictError, Fallback, FlagError, GateError, RolloutError, StoreFileError, UnknownRollout
+from .errors import (
+    ConflictError,
+    Fallback,
+    FlagError,
+    GateError,
+    MissingTablesError,
+    RolloutError,
+    StoreFileError,
+    UnknownRollout,
+)
 from .extension import V2Rollout
 from .flags import FLAG_NAMES
 
@@ -14,5 +23,6 @@ __all__ = [
     "ConflictError",
     "GateError",
     "StoreFileError",
+    "MissingTablesError",
     "UnknownRollout",
 ]

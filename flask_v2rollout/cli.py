@@ -335,8 +335,45 @@ def check(check_name: str, passed: bool | None, note: str | None, rollout_name: 
     if passed is None:
         raise click.UsageError("say --pass or --fail")
     name = _rollout_name(rollout_name)
-    row = _ext().record_check(name, check_name, passed, actor=_actor(actor), note=note)
+    ext = _ext()
+    in_gate = [c["check"] for c in ext.checks(name) if c["in_gate"]]
+    if check_name not in in_gate:
+        gate = ext.gate(name)
+        raise click.UsageError(
+            f"{check_name!r} is not a manual check of the current gate ({gate['gate']}, stage {gate['stage']}); "
+            + (f"its manual checks: {', '.join(in_gate)}" if in_gate else "that gate reads no manual check")
+            + " (flask v2rollout checks); nothing was recorded")
+    row = ext.record_check(name, check_name, passed, actor=_actor(actor), note=note)
     _emit(row, as_json, lambda r: f"{name}: {r['check']} {'PASS' if r['passed'] else 'FAIL'} by {r['actor']}")
+
+
+def _checks_text(d: dict[str, Any]) -> str:
+    rows = d["checks"]
+    where = f"{d['rollout']}: gate {d['gate']} (stage {d['stage']})"
+    if not rows:
+        return f"{where} reads no manual check"
+    width = max(len(r["check"]) for r in rows)
+    lines = [f"{where}, manual checks:"]
+    for r in rows:
+        state = "pending" if r["passed"] is None else "PASS" if r["passed"] else "FAIL"
+        by = f"  by {r['actor']} at {_iso(r['at'])}" if r["passed"] is not None else ""
+        note = f" ({r['note']})" if r.get("note") else ""
+        lines.append(f"  {state:7}  {r['check']:{width}}  {r['description']}{by}{note}")
+    return "\n".join(lines)
+
+
+@cli.command("checks")
+@rollout_option
+@json_option
+@with_appcontext
+@_operator_errors
+def checks(rollout_name: str | None, as_json: bool) -> None:
+    """The current gate's manual checks with their state in this stage (pending, PASS, FAIL)."""
+    name = _rollout_name(rollout_name)
+    ext = _ext()
+    rows = [c for c in ext.checks(name) if c["in_gate"]]
+    gate = ext.gate(name)
+    _emit({"rollout": name, "stage": gate["stage"], "gate": gate["gate"], "checks": rows}, as_json, _checks_text)
 
 
 @cli.command("verify")

@@ -78,6 +78,20 @@ class StoreFileError(RolloutError, SQLAlchemyError):
             "(docs/operations.md: 'Flag store unhealthy')"
         )
         self.path = path
+class MissingTablesError(RolloutError, SQLAlchemyError):
+    """``V2ROLLOUT_CREATE_TABLES`` is off and the ``v2rollout_*`` tables were never migrated; nothing was done.
+
+    A ``SQLAlchemyError`` too, like :class:`StoreFileError`: the parts that survive a store outage keep
+    last-known flags and queued metrics until the migration runs.
+    """
+
+    def __init__(self, missing: list[str]) -> None:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        super().__init__(f"the v2rollout tables are missing ({shown}): run the migration (`flask db upgrade`) "
+                         "or set V2ROLLOUT_CREATE_TABLES=True (docs/configuration.md, 'Tables')")
+        self.missing = missing
+
+
 class ApprovalRequired(RolloutError):
     """The change raises the rollout above ``V2ROLLOUT_APPROVAL_ABOVE``: it waits, as ``approval``, for a second person.
 

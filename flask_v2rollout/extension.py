@@ -102,7 +102,7 @@ class V2Rollout:
         v1: Calculator,
         v2: Calculator,
         compare: Comparator | None = None,
-        salt: str = "",
+        salt: str | None = None,
         subject: Callable[..., Any] | None = None,
         extract: str | Extractor | None = None,
         metadata: Callable[[Any], Mapping[str, Any]] | None = None,
@@ -113,6 +113,10 @@ class V2Rollout:
     ) -> Rollout:
         """Register a rollout.
 
+        ``salt`` seeds the bucketing: by default the rollout's name, so two rollouts
+        put independent cohorts on v2; ``salt=""`` hashes the bare user id, the
+        runbook's ``md5(user_id) % 100`` (keeps every user's version when moving a
+        hand-run rollout onto the extension; see docs/bucketing.md).
         ``subject`` gets the calculator's arguments and returns the label
         logged with each call (e.g. the customer or the item); ``extract`` (a key
         path like ``"items.0.score"`` or a callable) finds the compared number in a
@@ -191,6 +195,20 @@ class V2Rollout:
         if not has_request_context():
             raise RuntimeError("current_version() needs a request; outside one use calculate(..., user_id=…)")
         return self._runtime().pipeline.assignment(rollout).version
+
+    def assignment(self, name: str, *, user_id: Any = None) -> Assignment:
+        """How this request's user (or ``user_id``) is assigned: version, user id, the flags it was decided on.
+
+        The request's assignment is the one ``calculate()`` serves in the same request (kept on ``g``);
+        ``user_id`` buckets that user now, in any app context (the OpenFeature provider's targeting key).
+        """
+        rollout = self._rollout(name)
+        pipeline = self._runtime().pipeline
+        if user_id is not None:
+            return pipeline.assign(rollout, str(user_id))
+        if not has_request_context():
+            raise RuntimeError("assignment() needs a request or user_id=…")
+        return pipeline.assignment(rollout)
 
     def calculate(self, name: str, *args: Any, user_id: Any = None, **kwargs: Any) -> Outcome:
         """Run the rollout for the current user (or ``user_id``) and return the Outcome.

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from . import signals
-from .errors import ConflictError, FlagError, StoreFileError
+from .errors import ConflictError, FlagError, MissingTablesError, StoreFileError
 from .failures import FailureLog
 from .models import audit_table, flags_table, metadata
 from .storefile import StoreFile, sqlite_path
@@ -253,7 +253,9 @@ class FlagStore:
     def ensure_tables(self) -> None:
         """Before any SQL: check the store file (SQLite) and create the v2rollout_* tables if missing.
 
-        Raises :class:`StoreFileError` when the SQLite file is gone or was replaced.
+        Raises :class:`StoreFileError` when the SQLite file is gone or was replaced, and
+        :class:`MissingTablesError` when table creation is off and a table is not there
+        (checked again on every call until the migration has run).
         """
         file = self._store_file()
         if file is not None:
@@ -266,6 +268,10 @@ class FlagStore:
             except (IntegrityError, ProgrammingError, OperationalError):
                 # Another process created them between our check and our CREATE.
                 metadata.create_all(self._engine(), checkfirst=True)
+        else:
+            missing = sorted(set(metadata.tables) - set(inspect(self._engine()).get_table_names()))
+            if missing:
+                raise MissingTablesError(missing)
         self._tables_ready = True
         if file is not None:
             file.check()  # records the identity of a file the first connect has just created

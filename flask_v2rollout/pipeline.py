@@ -53,6 +53,8 @@ class Assignment:
     version: str
     user_id: str | None
     flags: FlagSnapshot
+    #: the version was pinned (the testing kit), not bucketed
+    pinned: bool = False
 
 
 @dataclass
@@ -159,7 +161,7 @@ class Pipeline:
         if signals.version_assigned.receivers:
             self._guarded(rollout, version, "signals", lambda: signals.version_assigned.send(
                 self.app, rollout=rollout.name, user_id=user_id, version=version, percentage=snap.percentage))
-        return Assignment(version, user_id, snap)
+        return Assignment(version, user_id, snap, pinned=forced is not None)
 
     # -- 2. calculate ----------------------------------------------------------------------------------
     def calculate(self, rollout: Rollout, args: tuple[Any, ...], kwargs: Mapping[str, Any],

@@ -31,6 +31,7 @@ class Rollout:
     v1: Calculator
     v2: Calculator
     compare: Comparator | None = None
+    #: bucketing seed; ``make_rollout`` defaults it to the name (``""``: the runbook's unsalted md5)
     salt: str = ""
     subject: Callable[..., Any] | None = None
     extract: Extractor | None = None
@@ -50,7 +51,7 @@ class Rollout:
 
 
 def make_rollout(
-    name: str, *, v1: Calculator, v2: Calculator, compare: Comparator | None, salt: str,
+    name: str, *, v1: Calculator, v2: Calculator, compare: Comparator | None, salt: str | None,
     subject: Callable[..., Any] | None, extract: str | Extractor | None,
     metadata: Callable[[Any], Mapping[str, Any]] | None, defaults: Mapping[str, Any] | None, dual_run: bool,
     offline: Mapping[str, float] | None, v2_timeout_ms: float | None = None,
@@ -70,8 +71,10 @@ def make_rollout(
     if v2_timeout_ms is not None and (isinstance(v2_timeout_ms, bool) or not isinstance(v2_timeout_ms, (int, float))
                                       or not 0 < v2_timeout_ms < 3_600_000):
         raise ValueError(f"v2_timeout_ms of rollout {name!r} must be a number of milliseconds > 0")
-    return Rollout(name, v1, v2, compare, str(salt), subject, as_extractor(extract), metadata, checked,
-                   bool(dual_run), dict(offline or {}),
+    if salt is not None and not isinstance(salt, str):
+        raise TypeError(f"salt of rollout {name!r} must be a string (\"\" for the runbook's unsalted md5)")
+    return Rollout(name, v1, v2, compare, name if salt is None else salt, subject, as_extractor(extract), metadata,
+                   checked, bool(dual_run), dict(offline or {}),
                    None if v2_timeout_ms is None else float(v2_timeout_ms))
 
 

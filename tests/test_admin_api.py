@@ -185,7 +185,7 @@ def test_manual_checks(admin: tuple[Flask, V2Rollout], client: FlaskClient) -> N
     checks = client.get(f"{API}/rollouts/calc/checks", headers=AUTH).json["checks"]
     team_ready = next(c for c in checks if c["check"] == "team_ready")
     assert team_ready == {"check": "team_ready", "description": 'Team says "ready for production"', "passed": None,
-                          "actor": None, "note": None, "at": None}
+                          "actor": None, "note": None, "at": None, "in_gate": False}  # a staged-gate check
     recorded = client.post(f"{API}/rollouts/calc/checks", json={"check": "team_ready", "passed": True,
                                                                   "note": "standup 9:30"}, headers=AUTH)
     assert recorded.status_code == 200
@@ -212,6 +212,24 @@ def csrf_from(html: str) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert match, "no CSRF token in the page"
     return match.group(1)
+
+
+def test_a_session_admin_takes_the_csrf_token_from_the_hosts_own_view(tmp_path: Path) -> None:
+    """docs/admin.md: a Flask-Login-style admin's front-end gets the token with generate_csrf() in a host view."""
+    from flask_wtf.csrf import generate_csrf
+
+    ext = V2Rollout()
+    ext.register("calc", v1=lambda x: x, v2=lambda x: x)
+    app, _ = build_app(tmp_path / "instance", ext)
+    ext.admin_required(lambda: "ops@example.com")
+    app.add_url_rule("/ops/csrf-token", "ops_csrf", lambda: {"csrf_token": generate_csrf()})
+    client, other = app.test_client(), app.test_client()
+    token = client.get("/ops/csrf-token").json["csrf_token"]
+    body = {"flag": "v2_shadow_mode_enabled", "value": True}
+    other.get("/ops/csrf-token")
+    assert other.patch(f"{API}/rollouts/calc/flags", json=body, headers={"X-CSRFToken": token}).status_code == 403
+    done = client.patch(f"{API}/rollouts/calc/flags", json=body, headers={"X-CSRFToken": token})
+    assert done.status_code == 200 and done.json["flags"]["v2_shadow_mode_enabled"] is True
 
 
 def test_admin_required_actor_is_audited_and_its_writes_need_csrf(tmp_path: Path) -> None:

@@ -117,6 +117,38 @@ def test_pending_firing_resolved_with_signals_webhook_and_history(make_app, tmp_
     assert receiver.received[0]["rollout"] == "calc" and receiver.received[0]["values"]["v2_p95_ms"] > 5
 
 
+def test_alert_log_lines_are_one_human_line_and_the_jsonl_log_keeps_the_record(make_app, tmp_path: Path,
+                                                                             caplog) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    ext = V2Rollout()
+    ext.register("calc", v1=lambda x: x, v2=lambda x: x)
+    ext.probe("last_game_log_import_hours_ago")(lambda: 30.0)
+    app, _ = make_app(ext, V2ROLLOUT_RUNBOOK_FILE=str(rules), V2ROLLOUT_LOG_FILE="calc.jsonl",
+                      V2ROLLOUT_DEFAULTS={"v2_rollout_percentage": 100})
+    caplog.set_level("INFO", logger="flask_v2rollout.alerts")
+    with app.app_context():
+        ext.calculate("calc", 1, user_id="u1")
+        ext.flush()
+        ext.evaluate()
+        ext.set_flag("calc", "v2_rollout_percentage", 50, actor="ops")  # re-arms every rule
+        ext.evaluate()
+    lines = [r.getMessage() for r in caplog.records if r.name == "flask_v2rollout.alerts"]
+    fired = ("v2rollout alert fired: calc stale_game_log (LOW) — the game log is stale — "
+             "last_game_log_import_hours_ago=30 — action: run the importer")
+    assert lines == [  # re-armed at 50 %, the stale probe fires it again in the same evaluation
+        fired,
+        "v2rollout alert resolved: calc stale_game_log (LOW) — the game log is stale — action: run the importer — "
+        "re-armed: percentage 100 → 50",
+        fired,
+    ]
+    records = [json.loads(line) for line in (Path(app.instance_path) / "calc.jsonl").read_text().splitlines()]
+    alerts = [r for r in records if r["event"].startswith("alert_")]
+    assert [(r["event"], r["rule"], r["note"]) for r in alerts] == [
+        ("alert_fired", "stale_game_log", ""), ("alert_resolved", "stale_game_log", "re-armed: percentage 100 → 50"),
+        ("alert_fired", "stale_game_log", "")]
+
+
 def test_malformed_rules_fail_clearly_and_load_nothing(make_app, tmp_path: Path) -> None:
     """A broken runbook file stops init_app: no app runs on half the rules."""
     rules = tmp_path / "rules.yaml"

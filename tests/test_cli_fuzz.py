@@ -39,14 +39,14 @@ def state(app: Flask, ext: V2Rollout) -> tuple[dict[str, Any], list[dict[str, An
 CASES = [
     (["set-flag", "--flag", PCT, "--value", "20", "--reason", UNDECODABLE], "not valid UTF-8"),
     (["rollback", "--target", "0", "--reason", UNDECODABLE], "not valid UTF-8"),
-    (["check", "team_confident", "--pass", "--note", UNDECODABLE], "not valid UTF-8"),
+    (["check", "zero_complaints", "--pass", "--note", UNDECODABLE], "not valid UTF-8"),
     (["set-flag", "--flag", PCT, "--value", "20", "--actor", UNDECODABLE], "not valid UTF-8"),
     (["set-flag", "--flag", UNDECODABLE, "--value", "20"], "not valid UTF-8"),
     (["set-flag", "--flag", PCT, "--value", "20", "--actor", "a" * 300], "actor must be at most 200 characters"),
     (["rollback", "--target", "0", "--actor", "a" * 201], "actor must be at most 200 characters"),
-    (["check", "team_confident", "--pass", "--actor", "a" * 300], "actor must be at most 200 characters"),
+    (["check", "zero_complaints", "--pass", "--actor", "a" * 300], "actor must be at most 200 characters"),
     (["set-flag", "--flag", PCT, "--value", "20", "--reason", "r" * 1001], "reason must be at most 1000 characters"),
-    (["check", "team_confident", "--pass", "--note", "n" * 2001], "note must be at most 2000 characters"),
+    (["check", "zero_complaints", "--pass", "--note", "n" * 2001], "note must be at most 2000 characters"),
     (["set-flag", "--flag", PCT, "--value", "20", "--reason", "ansi \x1b[2J"], "control characters"),
     (["set-flag", "--flag", PCT, "--value", "1_0"], "ASCII digits"),
     (["set-flag", "--flag", PCT, "--value", "\u0661\u0660"], "ASCII digits"),  # Arabic-Indic 10

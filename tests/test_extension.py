@@ -9,6 +9,7 @@ import pytest
 from flask import Flask, jsonify
 
 from flask_v2rollout import Fallback, UnknownRollout, V2Rollout, signals
+from flask_v2rollout.bucketing import assign
 
 
 def md5_v2(uid: str, pct: int) -> bool:
@@ -81,7 +82,7 @@ def test_fallback_off_propagates_v2_errors_and_v1_errors_always_propagate(make_a
 
 def test_request_assignment_follows_md5_rule_and_user_loader(make_app) -> None:
     ext = V2Rollout()
-    ext.register("calc", v1=lambda x: x, v2=lambda x: x * 10)
+    ext.register("calc", v1=lambda x: x, v2=lambda x: x * 10, salt="")  # salt="": the runbook's bare md5
     app, _ = make_app(ext)
 
     @ext.user_loader
@@ -140,11 +141,50 @@ def test_without_secret_key_anonymous_users_get_v1(make_app) -> None:
     assert {client.get("/calc/1").get_json()["version"] for _ in range(5)} == {"v1"}
 
 
+def test_rollouts_registered_without_a_salt_get_independent_cohorts(make_app) -> None:
+    """The default salt is the rollout's name: at 50 % each, about half the users get the same version in both
+    (independent halves), not all of them (the same md5 bucket for both)."""
+    ext = V2Rollout()
+    ext.register("calc", v1=lambda x: "v1", v2=lambda x: "v2")
+    ext.register("pricing", v1=lambda x: "v1", v2=lambda x: "v2")
+    app, _ = make_app(ext)
+
+    @ext.user_loader
+    def load_user():
+        from flask import request
+        return request.args.get("uid")
+
+    @app.get("/both")
+    def both():
+        return jsonify(calc=ext.calculate("calc", 1).value, pricing=ext.calculate("pricing", 1).value)
+
+    with app.app_context():
+        for name in ("calc", "pricing"):
+            ext.set_flag(name, "v2_rollout_percentage", 50, actor="ops")
+    client = app.test_client()
+    served = [client.get(f"/both?uid=user-{i}").get_json() for i in range(2_000)]
+    same = sum(s["calc"] == s["pricing"] for s in served) / len(served)
+    assert 0.45 <= same <= 0.55, same
+    for name in ("calc", "pricing"):
+        assert 0.45 <= sum(s[name] == "v2" for s in served) / len(served) <= 0.55
+        assert ext.rollouts[name].salt == name
+    # salt is the bucketing key's prefix: the same users as bucketing.assign(uid, 50, salt=name)
+    assert [s["calc"] for s in served[:200]] == [assign(f"user-{i}", 50, salt="calc") for i in range(200)]
+
+
+def test_empty_salt_is_the_runbook_md5_and_a_bad_salt_is_refused() -> None:
+    ext = V2Rollout()
+    assert ext.register("calc", v1=abs, v2=abs, salt="").salt == ""
+    with pytest.raises(TypeError, match="salt"):
+        ext.register("other", v1=abs, v2=abs, salt=7)  # type: ignore[arg-type]
+    assert "other" not in ext.rollouts
+
+
 def test_flask_login_user_is_used(make_app) -> None:
     from flask_login import LoginManager, UserMixin, login_user
 
     ext = V2Rollout()
-    ext.register("calc", v1=lambda x: x, v2=lambda x: x * 10)
+    ext.register("calc", v1=lambda x: x, v2=lambda x: x * 10, salt="")
     app, _ = make_app(ext)
     manager = LoginManager(app)
 

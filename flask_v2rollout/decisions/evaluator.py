@@ -42,6 +42,7 @@ from ..registry import Rollout
 from ..rules.alerts import Rule, RuleSet, RuleState, Transition, evaluate, rearm
 from ..rules.conditions import Interval, Value
 from ..rules.gates import (
+    CHECK_PREFIX,
     Action,
     Criterion,
     Decision,
@@ -254,11 +255,22 @@ class Evaluator:
         return {**row, "passed": passed, "created_at": created.isoformat()}
 
     def checks(self, name: str) -> list[dict[str, Any]]:
-        """Every manual check with its latest verdict in the current stage (``passed`` None: not recorded)."""
+        """Every manual check with its latest verdict in the current stage (``passed`` None: not recorded) and
+        whether the current stage's gate reads it (``in_gate``)."""
         stage = self.stage_of(self.store.read_fresh(name).values)
         recorded = self.manual_records(name, since=self.timeline(name, stage, self.clock())["entered_at"])
+        read = self.gate_checks(stage)
         return [{"check": key, "description": text, "passed": None, "actor": None, "note": None, "at": None,
-                 **recorded.get(key, {})} for key, text in self.manual_checks.items()]
+                 **recorded.get(key, {}), "in_gate": key in read} for key, text in self.manual_checks.items()]
+
+    def gate_checks(self, stage: Stage) -> frozenset[str]:
+        """The manual checks the gate leaving ``stage`` reads (none when no gate leaves it)."""
+        try:
+            gate = gate_for(stage.name, self.gates)
+        except KeyError:
+            return frozenset()
+        return frozenset(m.removeprefix(CHECK_PREFIX) for c in gate.criteria for m in c.metrics
+                         if m.startswith(CHECK_PREFIX))
 
     # -- evaluation -----------------------------------------------------------------------------
     def maybe_run(self) -> None:
@@ -339,7 +351,7 @@ class Evaluator:
         app: Flask = self.app
         payload = _transition_dict(t) | {"rollout": name}
         level = logging.WARNING if t.kind == "fired" else logging.INFO
-        log.log(level, "v2rollout alert %s", json.dumps(payload, default=str, sort_keys=True))
+        log.log(level, "%s", alert_line(name, t))  # the JSON record goes to the JSONL log, below
         if self.jsonlog is not None:
             self.jsonlog.write({"event": f"alert_{t.kind}", "level": "WARNING" if t.kind == "fired" else "INFO",
                                       **payload})
@@ -533,6 +545,13 @@ def _first_value(t: Transition) -> float | None:
         if isinstance(value, (int, float)):
             return float(value)
     return None
+
+
+def alert_line(name: str, t: Transition) -> str:
+    """An alert transition as one line a person reads on stderr: no JSON, no escapes, no line breaks."""
+    parts = [f"v2rollout alert {t.kind}: {name} {t.rule.name} ({t.rule.severity})", t.rule.description,
+             _values_text(_plain(t.values)), f"action: {t.rule.action}" if t.rule.action else "", t.note]
+    return " ".join(" — ".join(p for p in parts if p).split())
 
 
 def _values_text(values: Mapping[str, Any]) -> str:

@@ -29,7 +29,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
-from ..errors import StoreFileError
+from ..errors import MissingTablesError, StoreFileError
 from ..failures import FailureLog
 from ..models import counters_table, exposures_table, flushes_table, probes_table
 from .recorder import (
@@ -355,7 +355,7 @@ REFUSALS: tuple[type[BaseException], ...] = (SQLAlchemyError, UnicodeError, Valu
 
 def _transient(exc: BaseException) -> bool:
     """A failure worth retrying later unchanged: the database is unreachable, locked, timed out or its file lost."""
-    if isinstance(exc, StoreFileError):  # the file may come back (docs/operations.md): keep the batch
+    if isinstance(exc, (StoreFileError, MissingTablesError)):  # the file may come back, the migration run: keep it
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True

@@ -13,7 +13,7 @@ from helpers import build_app
 @pytest.mark.parametrize("args, message", [
     (["set-flag", "--flag", "v2_rollout_percentage", "--value", "20", "--actor", "a" * 300],
      "actor must be at most 200 characters"),
-    (["check", "team_confident", "--pass", "--actor", "a" * 201], "actor must be at most 200 characters"),
+    (["check", "zero_complaints", "--pass", "--actor", "a" * 201], "actor must be at most 200 characters"),
     (["rollback", "--target", "0", "--reason", "r" * 1001], "reason must be at most 1000 characters"),
 ])
 def test_long_text_is_refused_the_same_on_postgres(postgres_server, tmp_path: Path, args: list[str],
