@@ -38,8 +38,8 @@ def replay(rollout: Rollout, inputs: Iterable[Mapping[str, Any]]) -> dict[str, A
     v1_errors: Counter[str] = Counter()
     differences: list[float] = []
     total = fallbacks = 0
-    for record in inputs:
-        args, kwargs = decode_inputs(record["inputs"])
+    calls = [decode_inputs(record["inputs"]) for record in inputs]  # a malformed record: nothing runs
+    for args, kwargs in calls:
         total += 1
         v2 = run(rollout.name, rollout.v1, rollout.v2, "v2", True, args, kwargs, None)
         v1 = v2 if v2.version == "v1" else run(rollout.name, rollout.v1, rollout.v2, "v1", True, args, kwargs, None)
