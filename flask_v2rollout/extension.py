@@ -239,7 +239,7 @@ class V2Rollout:
         self._rollout(name)
         seconds = window if isinstance(window, int) else parse_window(window)
         runtime = self._runtime()
-        runtime.journal.flush()
+        runtime.journal.flush(prune=True)
         now = runtime.clock()
         report = summarize(runtime.journal.comparisons(name, since=now - seconds), outlier=outlier)
         return {"rollout": name, "window_s": seconds, "from": now - seconds, "to": now, **report}
@@ -249,7 +249,7 @@ class V2Rollout:
         self._rollout(name)
         seconds = window if isinstance(window, int) else parse_window(window)
         runtime = self._runtime()
-        runtime.journal.flush()
+        runtime.journal.flush(prune=True)
         return runtime.journal.recorded_inputs(name, since=runtime.clock() - seconds)
 
     def replay(self, name: str, inputs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from sqlalchemy import Engine, Table, and_, delete, func, insert, select
+from sqlalchemy import Engine, Table, and_, delete, insert, select
 
 from .compare import AGREEING
 from .failures import FailureLog
@@ -30,6 +31,8 @@ COMPARISONS, INPUTS = "comparisons", "inputs"
 _TABLES: dict[str, Table] = {COMPARISONS: shadow_comparisons_table, INPUTS: recorded_inputs_table}
 #: rows written in one transaction
 BATCH = 500
+#: seconds between two prunes (by age and by rows per rollout) of one process
+PRUNE_EVERY_S = 60.0
 
 
 def _label(value: str | None) -> str | None:
@@ -63,7 +66,17 @@ class Journal:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._failures = FailureLog(log, "shadow comparison / input record failed", interval_s=error_log_interval)
+        self._pruned_at = float("-inf")
         self.dropped = 0
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's queue and locks are not this process's (a lock may be held)."""
+        self._queue = deque()
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = None
+        self._pid = os.getpid()
 
     # -- writing -------------------------------------------------------------------------------------------
     def comparison(self, rollout: str, *, subject: str | None, request_id: str | None, shadow_version: str,
@@ -100,8 +113,8 @@ class Journal:
             self._wake.clear()
             self.flush()
 
-    def flush(self) -> int:
-        """Write what is queued (and prune); returns the rows written. Safe from any thread."""
+    def flush(self, *, prune: bool = False) -> int:
+        """Write what is queued (pruning once a minute, or now with ``prune``); returns the rows written."""
         written = 0
         with self._write_lock:
             while True:
@@ -110,7 +123,7 @@ class Journal:
                 if not batch:
                     break
                 try:
-                    self._write(batch)
+                    self._write(batch, prune=prune)
                 except Exception as exc:  # the database is down: this batch is lost, and counted
                     self.dropped += len(batch)
                     self._failures.record(exc, f"{len(batch)} row(s) dropped")
@@ -118,7 +131,7 @@ class Journal:
                 written += len(batch)
         return written
 
-    def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+    def _write(self, batch: list[tuple[str, dict[str, Any]]], *, prune: bool) -> None:
         self._ensure_tables()
         now = self._clock()
         touched: set[tuple[str, str]] = set()
@@ -128,34 +141,46 @@ class Journal:
                 if rows:
                     conn.execute(insert(table), rows)
                     touched.update((kind, row["rollout"]) for row in rows)
+            # pruning reads up to a cap of rows: once a minute per process, not with every batch
+            if not prune and time.monotonic() - self._pruned_at < PRUNE_EVERY_S:
+                return
+            self._pruned_at = time.monotonic()
             for kind, rollout in touched:
                 table = _TABLES[kind]
                 cap = self.limits.max_comparisons if kind == COMPARISONS else self.limits.max_inputs
                 conn.execute(delete(table).where(table.c.at < now - self.limits.retention_s))
-                newest = conn.execute(select(func.max(table.c.id)).where(table.c.rollout == rollout)).scalar()
-                if newest is not None:
-                    floor = conn.execute(
-                        select(table.c.id).where(table.c.rollout == rollout).order_by(table.c.id.desc())
-                        .offset(cap).limit(1)).scalar()
-                    if floor is not None:
-                        conn.execute(delete(table).where(and_(table.c.rollout == rollout, table.c.id <= floor)))
+                floor = conn.execute(
+                    select(table.c.id).where(table.c.rollout == rollout).order_by(table.c.id.desc())
+                    .offset(cap).limit(1)).scalar()
+                if floor is not None:
+                    conn.execute(delete(table).where(and_(table.c.rollout == rollout, table.c.id <= floor)))
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    @property
+    def last_error(self) -> str | None:
+        return self._failures.last_error
 
     def shutdown(self) -> None:
         self.flush()
 
     # -- reading -------------------------------------------------------------------------------------------
     def comparisons(self, rollout: str, *, since: float) -> list[dict[str, Any]]:
-        return self._read(shadow_comparisons_table, rollout, since)
+        return self._read(shadow_comparisons_table, rollout, since, self.limits.max_comparisons)
 
     def recorded_inputs(self, rollout: str, *, since: float) -> list[dict[str, Any]]:
-        return self._read(recorded_inputs_table, rollout, since)
+        return self._read(recorded_inputs_table, rollout, since, self.limits.max_inputs)
 
-    def _read(self, table: Table, rollout: str, since: float) -> list[dict[str, Any]]:
+    def _read(self, table: Table, rollout: str, since: float, cap: int) -> list[dict[str, Any]]:
+        """Oldest first, within the bounds even before the next prune: the newest ``cap``, none past retention."""
         self._ensure_tables()
+        since = max(since, self._clock() - self.limits.retention_s)
         with self._engine().connect() as conn:
             rows = conn.execute(select(table).where(and_(table.c.rollout == rollout, table.c.at >= since))
-                                .order_by(table.c.id)).mappings().all()
-        return [{k: v for k, v in row.items() if k != "id"} for row in rows]
+                                .order_by(table.c.id.desc()).limit(cap)).mappings().all()
+        return [{k: v for k, v in row.items() if k != "id"} for row in reversed(rows)]
 
 
 class SubjectSummary(TypedDict):

@@ -92,6 +92,7 @@ class Health(TypedDict):
     shadow: dict[str, Any]
     calls: dict[str, int]
     notifications: Counters
+    journal: dict[str, Any]
 
 
 class Runtime:
@@ -211,12 +212,15 @@ class Runtime:
             "shadow": {"pending": self.shadow.pending},
             "calls": {"running": self.in_flight.running},
             "notifications": self.notifications.counters(),
+            "journal": {"pending": self.journal.pending, "dropped": self.journal.dropped,
+                        "last_error": self.journal.last_error},
         }
 
     def after_fork(self) -> None:
         """In a forked child: empty counters, no calls in flight (the parent's are not running here)."""
         self.recorder.reset()
         self.in_flight.reset()
+        self.journal.after_fork()
 
     def shutdown(self) -> None:
         """At exit: let shadow work finish (bounded), flush what was counted, give queued alerts one deadline."""

@@ -3,6 +3,7 @@ the bounded record of shadow comparisons and inputs, and compare / inputs / repl
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,15 @@ def test_the_log_rotates_by_the_clock_and_keeps_the_retention(shadow_app, tmp_pa
     assert len(stamps) == 10  # at least the 3 h retention, plus the open file
 
 
-def test_the_sql_record_is_bounded_and_inputs_are_redacted(shadow_app) -> None:
+def table_rows(tmp_path: Path, table: str) -> int:
+    conn = sqlite3.connect(tmp_path / "instance" / "v2rollout.db")
+    try:
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_the_sql_record_is_bounded_and_inputs_are_redacted(shadow_app, tmp_path: Path) -> None:
     ext = make_ext(record_inputs=True, redact_inputs=lambda inputs: {"args": [inputs["args"][0] % 100],
                                                                       "kwargs": {}})
     app = shadow_app(ext, V2ROLLOUT_JOURNAL_MAX_COMPARISONS=5, V2ROLLOUT_JOURNAL_MAX_INPUTS=3,
@@ -115,6 +124,8 @@ def test_the_sql_record_is_bounded_and_inputs_are_redacted(shadow_app) -> None:
             inputs = ext.recorded_inputs("calc", "1h")
         assert [s["subject"] for s in report["subjects"]] == ["item-104", "item-2", "item-5", "item-6", "item-9"]
         assert report["overall"]["comparisons"] == 5  # the newest five of eight
+        assert table_rows(tmp_path, "v2rollout_shadow_comparisons") == 5
+        assert table_rows(tmp_path, "v2rollout_recorded_inputs") == 3
         assert [json.loads(r["inputs"]) for r in inputs] == [{"args": [6], "kwargs": {}}, {"args": [9], "kwargs": {}},
                                                              {"args": [2], "kwargs": {}}]
         outliers = report["outliers"]
@@ -124,6 +135,7 @@ def test_the_sql_record_is_bounded_and_inputs_are_redacted(shadow_app) -> None:
         client.post("/score/1", headers={"X-User-Id": "u1"})
         with app.app_context():
             assert ext.comparisons("calc", "7d")["overall"]["comparisons"] == 1  # older than 1 h: pruned
+        assert table_rows(tmp_path, "v2rollout_shadow_comparisons") == 1
 
 
 def test_compare_and_replay_from_the_cli(shadow_app, tmp_path: Path) -> None:
@@ -178,3 +190,21 @@ def test_inputs_that_are_not_json_are_a_sink_error_and_the_call_is_served(shadow
         assert ext.calculate("calc", object()).value == 1.0
         assert ext.stats("calc")["v1"]["sink_error"] == {"inputs": 1.0}
         assert ext.recorded_inputs("calc") == []
+
+
+def test_a_failing_store_drops_records_counted_and_serves_the_call(shadow_app, tmp_path: Path) -> None:
+    ext = make_ext(record_inputs=True)
+    app = shadow_app(ext, V2ROLLOUT_JOURNAL_FLUSH_S=3600)  # the writer waits: this test decides when rows go
+    client = app.test_client()
+    with shadow_sync(app):
+        assert client.post("/score/1", headers={"X-User-Id": "u1"}).status_code == 200
+        with app.app_context():
+            assert ext.health()["journal"] == {"pending": 2, "dropped": 0, "last_error": None}
+        (tmp_path / "instance" / "v2rollout.db").unlink()
+        assert client.post("/score/2", headers={"X-User-Id": "u2"}).json == {"version": "v1"}
+    with app.app_context():
+        with pytest.raises(Exception, match="was deleted"):
+            ext.comparisons("calc")
+        health = ext.health()["journal"]
+    assert health["pending"] == 0 and health["dropped"] == 4
+    assert health["last_error"].startswith("StoreFileError: flag store ")
