@@ -29,6 +29,11 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, instance_path: s
         NFL_SEASON=CURRENT_SEASON,
         # Share of v2 calls that fail on purpose (0–1), to rehearse fallback and rollback.
         V2_FAULT_RATE=0.0,
+        # The runbook's "50–70 QBs per week" (`flask v2rollout verify`); the generated league lists
+        # one passer per team and game plus relief and gadget snaps: 28–35 a week.
+        NFL_QBS_PER_WEEK=(50, 70),
+        # Thursday of week 1 of NFL_SEASON: what `import-game-log --week current` counts from.
+        NFL_SEASON_START="2025-09-04",
         MAX_CONTENT_LENGTH=16 * 1024,
         # The runbook's starting point: nobody on v2, v2 computed in the shadow.
         V2ROLLOUT_DEFAULTS={"v2_rollout_percentage": 0, "v2_shadow_mode_enabled": True},

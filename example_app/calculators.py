@@ -3,8 +3,11 @@
 Both turn an expected number of passing touchdowns into the probability of at
 least one (Poisson), and report the edge over the market's implied probability
 in percentage points. v1 counts touchdowns in ``play_by_play``, where some are
-missing (``is_touchdown = 0``); v2 reads the game log's box scores and adjusts
-for the quarterback's red-zone efficiency over weeks 3–7 of the season.
+missing (``is_touchdown = 0``); v2 reads both sources, as the runbook has it: the
+game log's box scores for touchdowns (which it records correctly) and
+``play_by_play`` for red-zone pass attempts (one row per play, so the attempts are
+right even where the touchdown flag is not), and adjusts for the quarterback's
+red-zone efficiency over weeks 3–7 of the season.
 """
 from __future__ import annotations
 
@@ -39,6 +42,12 @@ EFFICIENCY_WINDOW_SQL = (
     "SELECT COALESCE(SUM(passing_touchdowns), 0), COALESCE(SUM(red_zone_passes), 0),"
     " COALESCE(SUM(red_zone_touchdowns), 0), COUNT(DISTINCT week) FROM player_game_log"
     " WHERE player_name = ? AND season = ? AND week BETWEEN ? AND ?"
+)
+
+#: v2's red-zone attempts, counted play by play (``idx_pbp_passer_red_zone``).
+RED_ZONE_ATTEMPTS_SQL = (
+    "SELECT COUNT(*), COUNT(DISTINCT week), COALESCE(SUM(yardline_100 <= 20), 0) FROM play_by_play"
+    " WHERE passer_player_name = ? AND season = ? AND week BETWEEN ? AND ? AND play_type = 'pass'"
 )
 
 EdgeRequest = Mapping[str, Any]
@@ -144,6 +153,12 @@ class EdgeCalculator(_Calculator):
 class QBTDCalculatorV2(_Calculator):
     """v2: game-log touchdowns per game, red-zone efficiency (weeks 3–7) and defense.
 
+    Two sources: touchdowns come from ``player_game_log``; the red-zone attempts
+    the efficiency rate divides by come from ``play_by_play``. Where the play-by-play
+    holds no pass of the quarterback in the window (a feed that lags the box
+    scores), the game log's ``red_zone_passes`` stand in, and the metadata says so
+    (``rz_attempts_source``).
+
     The efficiency boost or penalty scales the red-zone part of the expectation
     only: it measures how well a quarterback finishes drives, not how often he
     throws touchdowns from outside the 20.
@@ -157,9 +172,14 @@ class QBTDCalculatorV2(_Calculator):
     def calculate_edge(self, request: EdgeRequest) -> Edge:
         player, opponent = request["player"], request["opponent"]
         first, last = EFFICIENCY_WEEKS
-        window_tds, rz_attempts, rz_tds, weeks = self.conn.execute(
+        window_tds, game_log_rz_attempts, rz_tds, weeks = self.conn.execute(
             EFFICIENCY_WINDOW_SQL, (player, self.season, first, last)
         ).fetchone()
+        passes, _pbp_weeks, pbp_rz_attempts = self.conn.execute(
+            RED_ZONE_ATTEMPTS_SQL, (player, self.season, first, last)
+        ).fetchone()
+        rz_attempts, attempts_source = (
+            (pbp_rz_attempts, "play_by_play") if passes else (game_log_rz_attempts, "player_game_log"))
         if weeks < MIN_WEEKS:
             raise Fallback(
                 f"insufficient_weeks: {player} has {weeks} week(s) in weeks {first}-{last}"
@@ -170,7 +190,7 @@ class QBTDCalculatorV2(_Calculator):
                 f"insufficient_red_zone_attempts: {player} has {rz_attempts} in weeks"
                 f" {first}-{last} of {self.season}, v2 needs {MIN_RED_ZONE_ATTEMPTS}"
             )
-        rate = rz_tds / rz_attempts
+        rate = min(1.0, rz_tds / rz_attempts)
         if rate > V2_CONFIG["high_efficiency_threshold"]:
             efficiency = V2_CONFIG["high_efficiency_boost"]
         elif rate < V2_CONFIG["low_efficiency_threshold"]:
@@ -196,10 +216,11 @@ class QBTDCalculatorV2(_Calculator):
         defense = defense_adjustment(allowed, opp_games, league_tds / team_games)
         expected = (tds - season_rz_tds + season_rz_tds * efficiency) / games * defense
         return self.edge(expected, request, {
-            "data_source": "player_game_log",
+            "data_source": "play_by_play+player_game_log",
             "red_zone_td_rate": round(rate, 4),
             "weeks_data": weeks,
             "rz_attempts": rz_attempts,
+            "rz_attempts_source": attempts_source,
             "window_passing_tds": window_tds,
             "efficiency_adjustment": efficiency,
             "defense_adjustment": round(defense, 4),

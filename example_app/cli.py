@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import UTC, date, datetime
+from typing import Any
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from . import datagen, importer, validate
+from . import datagen, importer, quality, validate
 from .db import connect, database_path
 from .players import players_in_season
 from .simulate import simulate
@@ -37,14 +39,40 @@ def init_db_command(force: bool) -> None:
     )
 
 
+class WeekParam(click.ParamType[int | str, Any]):
+    """A week number 1–22, or ``current`` (the week today falls in, from ``NFL_SEASON_START``)."""
+
+    name = "week"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        text = str(value).strip().lower()
+        if text == "current":
+            return text
+        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 22):
+            self.fail("must be a week number from 1 to 22, or 'current'", param, ctx)
+        return int(text)
+
+
+def _resolve_week(week: int | str) -> int:
+    if week != "current":
+        return int(week)
+    try:
+        start = date.fromisoformat(str(current_app.config["NFL_SEASON_START"]))
+        return quality.current_week(start, datetime.now(UTC).date())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--week") from None
+
+
 @click.command("import-game-log")
-@click.option("--season", type=click.IntRange(1920, 2100), required=True)
-@click.option("--week", type=click.IntRange(1, 22), required=True)
+@click.option("--season", type=click.IntRange(1920, 2100), help="Default: NFL_SEASON.")
+@click.option("--week", type=WeekParam(), required=True, help="1–22, or 'current'.")
 @click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False), required=True,
               help="CSV with a header row: " + ", ".join(importer.COLUMNS))
 @with_appcontext
-def import_game_log_command(season: int, week: int, csv_path: str) -> None:
+def import_game_log_command(season: int | None, week: int | str, csv_path: str) -> None:
     """Import one week of the game log; a file with any bad row imports nothing."""
+    season = int(current_app.config["NFL_SEASON"]) if season is None else season
+    week = _resolve_week(week)
     conn = connect(_existing_database())
     try:
         result = importer.import_game_log(conn, csv_path, season, week)
@@ -100,6 +128,29 @@ def validate_command(season: int) -> None:
         sys.exit(1)
 
 
+@click.group("nfl")
+def nfl_group() -> None:
+    """Upkeep of the domain database (the runbook's index and VACUUM/ANALYZE steps)."""
+
+
+@nfl_group.command("create-indexes")
+@with_appcontext
+def create_indexes_command() -> None:
+    """Recreate any missing index (the runbook's three on the game log, and v1's and v2's own)."""
+    path = _existing_database()
+    present = quality.create_indexes(path)
+    click.echo(f"{path}: indexes present: {', '.join(present)}")
+
+
+@nfl_group.command("maintain")
+@with_appcontext
+def maintain_command() -> None:
+    """VACUUM; ANALYZE; — recorded, so `flask v2rollout verify` can tell it was done."""
+    path = _existing_database()
+    ran_at, seconds = quality.maintain(path)
+    click.echo(f"{path}: VACUUM; ANALYZE; done at {ran_at} in {seconds:.3f} s")
+
+
 def init_app(app: Flask) -> None:
-    for command in (init_db_command, import_game_log_command, simulate_command, validate_command):
+    for command in (init_db_command, import_game_log_command, simulate_command, validate_command, nfl_group):
         app.cli.add_command(command)

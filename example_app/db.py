@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS play_by_play (
 CREATE INDEX IF NOT EXISTS idx_pbp_passer ON play_by_play (passer_player_name, season, week, is_touchdown);
 CREATE INDEX IF NOT EXISTS idx_pbp_defteam ON play_by_play (defteam, season, week, is_touchdown);
 CREATE INDEX IF NOT EXISTS idx_pbp_season_game ON play_by_play (season, game_id, is_touchdown);
+-- v2 counts a passer's red-zone attempts from this index alone.
+CREATE INDEX IF NOT EXISTS idx_pbp_passer_red_zone
+    ON play_by_play (passer_player_name, season, week, play_type, yardline_100);
 
 CREATE TABLE IF NOT EXISTS player_game_log (
     id                  INTEGER PRIMARY KEY,

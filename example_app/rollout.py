@@ -13,7 +13,7 @@ from flask import current_app, request
 
 from flask_v2rollout import V2Rollout
 
-from . import probes
+from . import probes, quality
 from .calculators import Edge, EdgeCalculator, EdgeRequest, QBTDCalculatorV2
 from .db import database_path, get_db
 
@@ -51,6 +51,15 @@ class InjectedFault(RuntimeError):
 
 _v2_calls = itertools.count()
 
+#: the fields of an edge request a replay needs; anything else a client sends is not stored
+RECORDED_FIELDS = ("player", "opponent", "odds")
+
+
+def redact_edge_request(inputs: dict[str, Any]) -> dict[str, Any]:
+    """What is recorded of a call: the request's football fields only (no user data travels in it)."""
+    args = [{k: req[k] for k in RECORDED_FIELDS if k in req} for req in inputs["args"]]
+    return {"args": args, "kwargs": {}}
+
 
 def edge_v2(req: EdgeRequest) -> Edge:
     """v2 for one request; its ``Fallback`` makes the extension serve v1."""
@@ -71,6 +80,11 @@ rollout.register(
     subject=lambda req: req["player"],
     extract="edge",
     metadata=lambda edge: edge["metadata"],
+    # the runbook's own field names, so its jq recipes read this app's log as they are
+    log_fields={"subject": "player_name", "value": "edge"},
+    # keep each request's inputs (bounded, in SQL) for `flask v2rollout replay` after a fix
+    record_inputs=True,
+    redact_inputs=redact_edge_request,
 )
 
 
@@ -91,3 +105,15 @@ rollout.verify_check("integrity_check")(_with_app_config(probes.integrity_check,
 rollout.verify_check("v2_query_uses_composite_index")(
     _with_app_config(probes.v2_query_uses_composite_index, season=False)
 )
+
+
+def _qbs_per_week() -> tuple[bool, str]:
+    """50–70 quarterbacks in every week of the season (``NFL_QBS_PER_WEEK``)."""
+    return quality.qbs_per_week(database_path(), current_season(), current_app.config["NFL_QBS_PER_WEEK"])
+
+
+rollout.verify_check("game_log_import_fresh")(_with_app_config(quality.import_fresh, season=False))
+rollout.verify_check("qbs_per_week")(_qbs_per_week)
+rollout.verify_check("weeks_pass_data_quality")(_with_app_config(quality.weeks_pass_validator, season=False))
+rollout.verify_check("vacuum_analyze_done")(_with_app_config(quality.maintenance_done, season=False))
+rollout.verify_check("database_file_mode_644")(_with_app_config(quality.file_mode, season=False))

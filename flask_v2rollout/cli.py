@@ -412,3 +412,150 @@ def approve(approval_id: int, rollout_name: str | None, actor: str | None) -> No
     name = _rollout_name(rollout_name)
     changes = _ext().approve(name, approval_id, actor=_actor(actor))
     click.echo(f"{name}: approved #{approval_id}: " + ", ".join(f"{c.flag} {c.old} -> {c.new}" for c in changes))
+
+
+def _window_seconds(window: str) -> int:
+    from .metrics.recorder import parse_window
+
+    try:
+        return parse_window(window)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--window") from None
+
+
+def _num(value: Any, unit: str = "", signed: bool = False) -> str:
+    return "–" if value is None else f"{value:+.2f}{unit}" if signed else f"{value:.2f}{unit}"
+
+
+def _compare_text(r: dict[str, Any], output: str | None, top: int) -> str:
+    o = r["overall"]
+    classes = ", ".join(f"{k} {v}" for k, v in o["agreement"].items()) or "none"
+    lines = [
+        f"{r['rollout']}: {o['comparisons']} shadow comparisons from {_iso(r['from'])} to {_iso(r['to'])}",
+        f"  overall: v1 avg {_num(o['v1_avg'])}, v2 avg {_num(o['v2_avg'])}, difference avg "
+        f"{_num(o['difference_avg'], signed=True)}, |difference| avg {_num(o['abs_difference_avg'])}, "
+        f"agreement {_num(o['agreement_rate_pct'], ' %')} ({classes})",
+        f"  outliers (|difference| > {r['outlier_threshold']:g}): {len(r['outliers'])}",
+    ]
+    for x in r["outliers"][:5]:
+        lines.append(f"    {x['subject']}: v1 {_num(x['v1_value'])}, v2 {_num(x['v2_value'])}, "
+                     f"difference {_num(x['difference'], signed=True)}")
+    lines.append(f"  {'subject':<28} {'n':>6} {'v1 avg':>8} {'v2 avg':>8} {'diff':>8} {'agree':>8}")
+    for s in r["subjects"][:top]:
+        lines.append(f"  {str(s['subject'])[:28]:<28} {s['comparisons']:>6} {_num(s['v1_avg']):>8} "
+                     f"{_num(s['v2_avg']):>8} {_num(s['difference_avg'], signed=True):>8} "
+                     f"{_num(s['agreement_rate_pct'], '%'):>8}")
+    if len(r["subjects"]) > top:
+        lines.append(f"  … {len(r['subjects']) - top} more subject(s)" + (f" in {output}" if output else ""))
+    if output:
+        lines.append(f"wrote {output}")
+    return "\n".join(lines)
+
+
+@cli.command("compare")
+@rollout_option
+@click.option("--window", default="24h", show_default=True, type=TEXT, help="30m, 24h, 7d …")
+@click.option("--outlier", default=5.0, show_default=True, type=click.FloatRange(min=0),
+              help="A pair whose values differ by more than this is an outlier.")
+@click.option("--output", type=click.Path(dir_okay=False, writable=True), help="Write the full report as JSON.")
+@click.option("--top", default=20, show_default=True, type=AsciiInt(1, 100000), help="Subjects printed.")
+@json_option
+@with_appcontext
+@_operator_errors
+def compare(rollout_name: str | None, window: str, outlier: float, output: str | None, top: int,
+            as_json: bool) -> None:
+    """v1 against v2 per subject, from the shadow comparisons recorded in SQL (every worker's)."""
+    seconds = _window_seconds(window)
+    report = _ext().comparisons(_rollout_name(rollout_name), seconds, outlier=outlier)
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            json.dump(report, fh, indent=2, default=str)
+    _emit(report, as_json, lambda r: _compare_text(r, output, top))
+
+
+@cli.command("inputs")
+@rollout_option
+@click.option("--window", default="24h", show_default=True, type=TEXT, help="30m, 24h, 7d …")
+@click.option("--output", required=True, type=click.Path(dir_okay=False, writable=True),
+              help="JSONL file for `flask v2rollout replay --from`.")
+@with_appcontext
+@_operator_errors
+def inputs(rollout_name: str | None, window: str, output: str) -> None:
+    """Export the recorded inputs (record_inputs=True) of a window, one JSON object a line."""
+    seconds = _window_seconds(window)
+    name = _rollout_name(rollout_name)
+    rows = _ext().recorded_inputs(name, seconds)
+    with open(output, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps({**row, "inputs": json.loads(row["inputs"])}, separators=(",", ":")) + "\n")
+    click.echo(f"{name}: wrote {len(rows)} recorded input(s) of the last {window} to {output}")
+
+
+def _read_inputs(path: str, name: str) -> list[dict[str, Any]]:
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise click.ClickException(f"{path}:{n}: not JSON ({exc}); nothing was replayed") from None
+            if not isinstance(record, dict) or "inputs" not in record:
+                raise click.ClickException(f"{path}:{n}: a record needs 'inputs'; nothing was replayed")
+            if record.get("rollout", name) == name:
+                records.append(record)
+    return records
+
+
+@cli.command("replay")
+@rollout_option
+@click.option("--from", "source", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="JSONL written by `flask v2rollout inputs`.")
+@click.option("--min-agreement", default=60.0, show_default=True, type=click.FloatRange(0, 100))
+@click.option("--max-agreement", default=85.0, show_default=True, type=click.FloatRange(0, 100))
+@click.option("--max-fallback", default=20.0, show_default=True, type=click.FloatRange(0, 100))
+@click.option("--max-errors", default=1.0, show_default=True, type=click.FloatRange(0, 100),
+              help="Percent of inputs on which v2 may raise.")
+@json_option
+@with_appcontext
+@_operator_errors
+def replay(rollout_name: str | None, source: str, min_agreement: float, max_agreement: float,
+           max_fallback: float, max_errors: float, as_json: bool) -> None:
+    """Re-run the current v2 and v1 offline on recorded inputs; exit 1 unless the figures allow a resume."""
+    name = _rollout_name(rollout_name)
+    records = _read_inputs(source, name)
+    try:
+        report = _ext().replay(name, records)
+    except ValueError as exc:
+        raise click.ClickException(f"{source}: {exc}; nothing was replayed") from None
+    problems = []
+    rate, fallback, errors = report["agreement_rate_pct"], report["fallback_rate_pct"], report["v2_error_rate_pct"]
+    if not report["inputs"]:
+        problems.append("no recorded inputs")
+    if rate is not None and not min_agreement <= rate <= max_agreement:
+        problems.append(f"agreement {rate:.2f} % outside {min_agreement:g}–{max_agreement:g} %")
+    if fallback is not None and fallback >= max_fallback:
+        problems.append(f"fallback {fallback:.2f} % not below {max_fallback:g} %")
+    if errors is not None and errors >= max_errors:
+        problems.append(f"v2 errors {errors:.2f} % not below {max_errors:g} %")
+    report["verdict"] = "NO-GO" if problems else "GO"
+    report["problems"] = problems
+
+    def text(r: dict[str, Any]) -> str:
+        classes = ", ".join(f"{k} {v}" for k, v in r["agreement"].items()) or "none"
+        reasons = ", ".join(f"{k} {v}" for k, v in r["fallback_reasons"].items()) or "none"
+        return "\n".join([
+            f"{name}: replayed {r['inputs']} recorded input(s) from {source}",
+            f"  agreement {_num(r['agreement_rate_pct'], ' %')} ({classes}); |difference| avg "
+            f"{_num(r['abs_difference_avg'])}",
+            f"  fallback {_num(r['fallback_rate_pct'], ' %')} ({r['fallbacks']}: {reasons})",
+            f"  v2 errors {_num(r['v2_error_rate_pct'], ' %')} ({r['v2_errors']}"
+            + (": " + ", ".join(f"{k} {v}" for k, v in r["v2_errors_by_type"].items()) if r["v2_errors"] else "")
+            + ")" + (f"; v1 failed on {sum(r['v1_errors'].values())}" if r["v1_errors"] else ""),
+            f"  {r['verdict']}" + (": " + "; ".join(r["problems"]) if r["problems"] else ""),
+        ])
+
+    _emit(report, as_json, text)
+    if problems:
+        raise SystemExit(1)

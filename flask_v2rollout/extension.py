@@ -5,7 +5,7 @@ registrations live in this object's :class:`~flask_v2rollout.registry.Registry`,
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypedDict
 
 from flask import Flask, current_app, has_request_context
@@ -37,10 +37,12 @@ from .flags import (
     validate_flags,
     validate_text,
 )
+from .journal import summarize
 from .metrics.recorder import parse_window
 from .metrics.store import Minute, Window
 from .pipeline import Assignment
 from .registry import Registry, Rollout, UserLoader, make_rollout
+from .replay import replay as replay_inputs
 from .runtime import Health, Providers, Runtime
 from .settings import DEFAULTS, Settings
 
@@ -110,6 +112,9 @@ class V2Rollout:
         dual_run: bool = False,
         offline: Mapping[str, float] | None = None,
         v2_timeout_ms: float | None = None,
+        log_fields: Mapping[str, str] | None = None,
+        record_inputs: bool = False,
+        redact_inputs: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
     ) -> Rollout:
         """Register a rollout.
 
@@ -127,13 +132,18 @@ class V2Rollout:
         ``offline`` gives the offline validation's ``agreement_rate`` and
         ``fallback_rate`` (fractions) that the shadow gate compares with;
         ``v2_timeout_ms`` gives v2 a deadline on the request path: v1 is served when
-        v2 misses it (reason ``deadline``; the late result is discarded and counted).
+        v2 misses it (reason ``deadline``; the late result is discarded and counted);
+        ``log_fields`` renames the JSONL records' ``subject`` / ``value`` fields so existing
+        recipes keep working; ``record_inputs`` keeps each call's arguments in SQL (bounded,
+        as JSON) for ``flask v2rollout replay``, passed first through ``redact_inputs``
+        (``{"args": [...], "kwargs": {...}}`` → what may be stored).
         """
         if name in self.registry.rollouts:
             raise ValueError(f"rollout {name!r} is already registered")
         rollout = make_rollout(
             name, v1=v1, v2=v2, compare=compare, salt=salt, subject=subject, extract=extract, metadata=metadata,
             defaults=defaults, dual_run=dual_run, offline=offline, v2_timeout_ms=v2_timeout_ms,
+            log_fields=log_fields, record_inputs=record_inputs, redact_inputs=redact_inputs,
         )
         self.registry.add(rollout)
         return rollout
@@ -240,6 +250,30 @@ class V2Rollout:
         seconds = window if isinstance(window, int) else parse_window(window)
         runtime = self._runtime()
         return runtime.metric_store.window(name, seconds, now=runtime.clock() if now is None else now)
+
+    def comparisons(self, name: str, window: str | int = "24h", *, outlier: float = 5.0) -> dict[str, Any]:
+        """The shadow comparisons recorded in SQL over a window: per subject v1/v2 averages, differences,
+        agreement; overall; the pairs more than ``outlier`` apart (the runbook's investigation)."""
+        self._rollout(name)
+        seconds = window if isinstance(window, int) else parse_window(window)
+        runtime = self._runtime()
+        runtime.journal.flush(prune=True)
+        now = runtime.clock()
+        report = summarize(runtime.journal.comparisons(name, since=now - seconds), outlier=outlier)
+        return {"rollout": name, "window_s": seconds, "from": now - seconds, "to": now, **report}
+
+    def recorded_inputs(self, name: str, window: str | int = "24h") -> list[dict[str, Any]]:
+        """Inputs recorded over a window (rollouts registered with ``record_inputs=True``), oldest first."""
+        self._rollout(name)
+        seconds = window if isinstance(window, int) else parse_window(window)
+        runtime = self._runtime()
+        runtime.journal.flush(prune=True)
+        return runtime.journal.recorded_inputs(name, since=runtime.clock() - seconds)
+
+    def replay(self, name: str, inputs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+        """Run the current v2 (falling back to v1) and v1 on recorded inputs, outside any request and
+        without counting, logging or shadowing: agreement, fallback and error figures before a resume."""
+        return replay_inputs(self._rollout(name), inputs)
 
     def series(self, name: str, window: str | int = "1h", *, now: float | None = None) -> list[Minute]:
         """Per-minute figures over a window, for charts."""

@@ -200,3 +200,33 @@ approvals_table = Table(
     Column("decided_at", Float, nullable=True),
     Index("ix_v2rollout_approvals_rollout_status", "rollout", "status"),
 )
+
+#: Shadow comparisons, one row each (``flask v2rollout compare``): bounded by age and by rows per rollout.
+shadow_comparisons_table = Table(
+    "v2rollout_shadow_comparisons",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rollout", String(100), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("subject", String(200), nullable=True),
+    Column("request_id", String(128), nullable=True),
+    Column("shadow_version", String(10), nullable=False),
+    Column("v1_value", Float, nullable=True),
+    Column("v2_value", Float, nullable=True),
+    Column("difference", Float, nullable=True),
+    Column("agreement", String(100), nullable=False),
+    Index("ix_v2rollout_shadow_comparisons_rollout_at", "rollout", "at"),
+)
+
+#: Calculator inputs of rollouts that opted in (``record_inputs=True``), redacted, for ``flask v2rollout replay``.
+recorded_inputs_table = Table(
+    "v2rollout_recorded_inputs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rollout", String(100), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("subject", String(200), nullable=True),
+    Column("request_id", String(128), nullable=True),
+    Column("inputs", Text, nullable=False),
+    Index("ix_v2rollout_recorded_inputs_rollout_at", "rollout", "at"),
+)

@@ -16,7 +16,9 @@ Shadow results come back through the same object (:class:`ShadowSinks` protocol)
 """
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from .compare import FALLBACK, V2_ERROR, Comparison, number_of
 from .dispatch import Deadline, Outcome, matches, qualified_name, run
 from .flags import FlagSnapshot, FlagStore
 from .identity import resolve_user_id
+from .journal import Journal
 from .jsonlog import JsonlLog
 from .metrics.inflight import InFlight
 from .metrics.recorder import Recorder
@@ -71,6 +74,7 @@ class _RequestAssignments:
     #: (rollout, arm) of every calculate() in this request, for the response's status
     calculated: set[tuple[str, str]] = field(default_factory=set)
     responded: bool = False
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,8 @@ class Call:
     subject: str | None
     #: the in-flight sweep already counted this call while it ran
     counted: bool = False
+    #: the request's id (its ``V2ROLLOUT_REQUEST_ID_HEADER``, else generated), carried by every record
+    request_id: str | None = None
 
 
 Sink = Callable[[Call], None]
@@ -97,7 +103,7 @@ class Pipeline:
         self, *, app: Flask, registry: Registry, store: FlagStore, recorder: Recorder, telemetry: Telemetry,
         jsonlog: JsonlLog | None, shadow: ShadowRunner, in_flight: InFlight, on_activity: Callable[[], None],
         use_login: bool, session_key: str, shadow_sample: float, db_errors: frozenset[str],
-        deadline_workers: int,
+        deadline_workers: int, journal: Journal, request_id_header: str = "X-Request-Id",
     ) -> None:
         self.app = app
         self.registry = registry
@@ -108,6 +114,8 @@ class Pipeline:
         self.jsonlog = jsonlog
         self.shadow = shadow
         self.in_flight = in_flight
+        self.journal = journal
+        self._request_id_header = request_id_header
         self._on_activity = on_activity
         self._db_errors = db_errors
         self._deadline_workers = deadline_workers
@@ -121,6 +129,7 @@ class Pipeline:
         #: the sinks every finished call goes through, in order
         self.sinks: tuple[tuple[str, Sink], ...] = (
             ("metrics", self._count), ("jsonl", self._log), ("signals", self._signal), ("shadow", self._submit),
+            ("inputs", self._record_inputs),
         )
 
     # -- 1. assignment -------------------------------------------------------------------------------
@@ -188,12 +197,22 @@ class Pipeline:
         if has_request_context():
             self._request_state().calculated.add((rollout.name, outcome.assigned))
         subject = self._guarded(rollout, outcome.assigned, "subject", lambda: rollout.subject_of(args, kwargs))
-        call = Call(rollout, flags, outcome, args, kwargs, subject, counted)
+        call = Call(rollout, flags, outcome, args, kwargs, subject, counted, self._request_id())
         for name, sink in self.sinks:
             self._guarded(rollout, outcome.assigned, name, lambda sink=sink: sink(call))  # type: ignore[misc]
         if outcome.raised is not None:
             raise outcome.raised
         return outcome
+
+    def _request_id(self) -> str:
+        """This request's id: the gateway's header when it is sane, else one made up once per request."""
+        if not has_request_context():
+            return uuid.uuid4().hex
+        state = self._request_state()
+        if state.request_id is None:
+            given = request.headers.get(self._request_id_header, "").strip()
+            state.request_id = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+        return state.request_id
 
     def _guarded(self, rollout: Rollout, arm: str, sink: str, work: Callable[[], Any]) -> Any:
         """Run ``work``; an exception is logged and counted, never passed to the caller."""
@@ -236,7 +255,18 @@ class Pipeline:
             meta = dict(rollout.metadata(outcome.value))
         self.jsonlog.calculation(
             outcome, subject=call.subject, number=number_of(rollout.extract, outcome.value), metadata=meta,
+            request_id=call.request_id,
         )
+
+    def _record_inputs(self, call: Call) -> None:
+        """``record_inputs=True``: the call's arguments, redacted, as JSON into the bounded SQL record."""
+        rollout = call.rollout
+        if not rollout.record_inputs:
+            return
+        inputs: dict[str, Any] = {"args": list(call.args), "kwargs": dict(call.kwargs)}
+        stored = inputs if rollout.redact_inputs is None else dict(rollout.redact_inputs(inputs))
+        self.journal.inputs(rollout.name, subject=call.subject, request_id=call.request_id,
+                            inputs=json.dumps(stored, separators=(",", ":")))
 
     def _signal(self, call: Call) -> None:
         outcome = call.outcome
@@ -271,7 +301,7 @@ class Pipeline:
     def _submit_version(self, call: Call, version: str) -> bool:
         work = ShadowWork(
             self, call.rollout, version, call.outcome, call.args, call.kwargs, call.subject, call.flags.monitoring,
-            otel_context.get_current(), monotonic(),
+            otel_context.get_current(), monotonic(), call.request_id,
         )
         return self.shadow.submit(shadow_job(work))
 
@@ -321,6 +351,10 @@ class Pipeline:
             duration_ms=duration_ms,
         )
         self.telemetry.shadow_compared(work, comparison)
+        self._guarded(rollout, work.version, "journal", lambda: self.journal.comparison(
+            rollout.name, subject=work.subject, request_id=work.request_id, shadow_version=work.version,
+            v1=comparison.v1_number, v2=comparison.v2_number, difference=comparison.difference,
+            agreement=comparison.agreement))
         if work.monitoring and self.jsonlog is not None:
             jsonlog = self.jsonlog
             v2_value = value if work.version == "v2" else work.primary.value
@@ -331,6 +365,7 @@ class Pipeline:
             self._guarded(rollout, work.version, "jsonl", lambda: jsonlog.shadow(
                 rollout.name, subject=work.subject, user_id=work.primary.user_id, comparison=comparison,
                 shadow_version=work.version, duration_ms=duration_ms, v2_metadata=metadata,
+                request_id=work.request_id,
             ))
         if signals.shadow_compared.receivers:
             self._guarded(rollout, work.version, "signals", lambda: signals.shadow_compared.send(

@@ -14,6 +14,7 @@ from .compare import Comparator, Extractor, as_extractor
 from .dispatch import Calculator
 from .errors import FlagError, UnknownRollout
 from .flags import validate_flags
+from .jsonlog import validate_log_fields
 
 UserLoader = Callable[[], Any]
 Probe = Callable[[], Any]
@@ -42,6 +43,12 @@ class Rollout:
     offline: Mapping[str, float] = field(default_factory=dict)
     #: v2's deadline on the request path; v1 is served when it misses it (None: no deadline)
     v2_timeout_ms: float | None = None
+    #: JSONL names of the records' ``subject`` / ``value`` fields (``{"subject": "player_name"}``)
+    log_fields: Mapping[str, str] = field(default_factory=dict)
+    #: keep every call's inputs (redacted) in SQL for ``flask v2rollout replay``
+    record_inputs: bool = False
+    #: ``{"args": [...], "kwargs": {...}}`` → what is stored (drop or mask personal data here)
+    redact_inputs: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None
 
     def subject_of(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
         if self.subject is None:
@@ -55,6 +62,8 @@ def make_rollout(
     subject: Callable[..., Any] | None, extract: str | Extractor | None,
     metadata: Callable[[Any], Mapping[str, Any]] | None, defaults: Mapping[str, Any] | None, dual_run: bool,
     offline: Mapping[str, float] | None, v2_timeout_ms: float | None = None,
+    log_fields: Mapping[str, str] | None = None, record_inputs: bool = False,
+    redact_inputs: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
 ) -> Rollout:
     """A validated :class:`Rollout`; ``ValueError``/``TypeError`` say what is wrong."""
     if not isinstance(name, str) or not name or len(name) > 100:
@@ -73,9 +82,16 @@ def make_rollout(
         raise ValueError(f"v2_timeout_ms of rollout {name!r} must be a number of milliseconds > 0")
     if salt is not None and not isinstance(salt, str):
         raise TypeError(f"salt of rollout {name!r} must be a string (\"\" for the runbook's unsalted md5)")
+    try:
+        fields = validate_log_fields(log_fields)
+    except ValueError as exc:
+        raise ValueError(f"log_fields of rollout {name!r}: {exc}") from None
+    if redact_inputs is not None and not callable(redact_inputs):
+        raise TypeError(f"redact_inputs of rollout {name!r} must be a callable")
     return Rollout(name, v1, v2, compare, name if salt is None else salt, subject, as_extractor(extract), metadata,
                    checked, bool(dual_run), dict(offline or {}),
-                   None if v2_timeout_ms is None else float(v2_timeout_ms))
+                   None if v2_timeout_ms is None else float(v2_timeout_ms), fields, bool(record_inputs),
+                   redact_inputs)
 
 
 class Registry:

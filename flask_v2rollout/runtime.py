@@ -33,6 +33,8 @@ from .decisions.pagerduty import PagerDuty
 from .decisions.slack import Slack
 from .decisions.webhook import Webhook
 from .flags import RUNBOOK_DEFAULTS, FlagService, FlagStore
+from .journal import Journal
+from .journal import Limits as JournalLimits
 from .jsonlog import JsonlLog
 from .metrics.inflight import InFlight
 from .metrics.recorder import Recorder
@@ -90,6 +92,7 @@ class Health(TypedDict):
     shadow: dict[str, Any]
     calls: dict[str, int]
     notifications: Counters
+    journal: dict[str, Any]
 
 
 class Runtime:
@@ -119,9 +122,16 @@ class Runtime:
             idle_s=settings.admin_session_idle_s, lifetime_s=settings.admin_session_lifetime_s,
         )
         self.jsonlog = (
-            JsonlLog(os.path.join(app.instance_path, settings.log_file), max_bytes=settings.log_max_bytes,
-                     backups=settings.log_backups, slow_ms=settings.slow_call_ms)
+            JsonlLog(os.path.join(app.instance_path, settings.log_file), rotate_s=settings.log_rotate_s,
+                     retention_s=settings.log_retention_h * 3600.0, max_bytes=settings.log_max_bytes,
+                     slow_ms=settings.slow_call_ms, clock=self.clock, fields=self.log_fields)
             if settings.log_file else None
+        )
+        self.journal = Journal(
+            self.engine, ensure_tables=self.store.ensure_tables, clock=self.clock, flush_s=settings.journal_flush_s,
+            limits=JournalLimits(settings.journal_retention_h * 3600.0, settings.journal_max_comparisons,
+                                 settings.journal_max_inputs, settings.journal_queue_size),
+            error_log_interval=settings.store_error_log_interval_s,
         )
         self.metric_store = MetricStore(
             self.engine, self.recorder, ensure_tables=self.store.ensure_tables,
@@ -153,7 +163,8 @@ class Runtime:
             jsonlog=self.jsonlog, shadow=self.shadow, in_flight=self.in_flight,
             on_activity=self.flusher.ensure_started, use_login=settings.use_flask_login,
             session_key=settings.session_key, shadow_sample=settings.shadow_sample, db_errors=settings.db_errors,
-            deadline_workers=settings.deadline_workers,
+            deadline_workers=settings.deadline_workers, journal=self.journal,
+            request_id_header=settings.request_id_header,
         )
         app.after_request(self.pipeline.record_response)
         app.teardown_request(self.pipeline.record_failure)
@@ -172,6 +183,11 @@ class Runtime:
 
     def rollout_added(self, rollout: Rollout) -> None:
         self.store.add_rollout(rollout.name)
+
+    def log_fields(self, name: str) -> Mapping[str, str]:
+        """The JSONL field names of rollout ``name`` (its ``log_fields``)."""
+        rollout = self.registry.rollouts.get(name)
+        return rollout.log_fields if rollout else {}
 
     def defaults_for(self, name: str) -> dict[str, Any]:
         """A new rollout's flags: the runbook's, then ``V2ROLLOUT_DEFAULTS``, then the rollout's own."""
@@ -196,16 +212,20 @@ class Runtime:
             "shadow": {"pending": self.shadow.pending},
             "calls": {"running": self.in_flight.running},
             "notifications": self.notifications.counters(),
+            "journal": {"pending": self.journal.pending, "dropped": self.journal.dropped,
+                        "last_error": self.journal.last_error},
         }
 
     def after_fork(self) -> None:
         """In a forked child: empty counters, no calls in flight (the parent's are not running here)."""
         self.recorder.reset()
         self.in_flight.reset()
+        self.journal.after_fork()
 
     def shutdown(self) -> None:
         """At exit: let shadow work finish (bounded), flush what was counted, give queued alerts one deadline."""
         self.shadow.shutdown()
+        self.journal.shutdown()
         self.metric_store.flush()
         if not self.notifications.drain(self.settings.notify_timeout_s):
             log.warning("v2rollout: %d alert notification(s) not delivered at exit",

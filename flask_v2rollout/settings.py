@@ -198,8 +198,19 @@ class Settings:
     session_key: str = _key(_text, "v2rollout_uid", "session key of the sticky anonymous user id")
     use_flask_login: bool = _key(_bool, True, "use Flask-Login's current_user when no user_loader is set")
     log_file: str | None = _key(_optional_text, None, "JSONL calculation log in the instance folder (None: off)")
-    log_max_bytes: int = _key(_integer(1), 10 * 1024 * 1024, "rotate the JSONL log at this size")
-    log_backups: int = _key(_integer(0), 5, "rotated JSONL files kept")
+    log_max_bytes: int = _key(_integer(1), 1024 * 1024 * 1024, "rotate the JSONL log early at this size")
+    log_rotate_s: float = _key(_number(1.0, what="a number of seconds"), 3600.0,
+                               "seconds of JSONL records per rotated file")
+    log_retention_h: float = _key(_number(1.0, what="a number of hours"), 48.0,
+                                  "hours of rotated JSONL files kept (the runbook looks back 24 h)")
+    request_id_header: str = _key(_text, "X-Request-Id", "request header whose id JSONL and SQL records carry")
+    journal_flush_s: float = _key(_number(0.001, what="a number of seconds"), 2.0,
+                                  "seconds between writes of shadow comparisons and recorded inputs to SQL")
+    journal_retention_h: float = _key(_number(1.0, what="a number of hours"), 72.0,
+                                      "hours of shadow comparisons and recorded inputs kept in SQL")
+    journal_max_comparisons: int = _key(_integer(1), 200_000, "shadow comparisons kept in SQL per rollout")
+    journal_max_inputs: int = _key(_integer(1), 10_000, "recorded inputs kept in SQL per rollout (record_inputs)")
+    journal_queue_size: int = _key(_integer(1), 20_000, "rows waiting for the SQL writer (beyond: dropped, counted)")
     slow_call_ms: float = _key(_number(what="milliseconds"), 500.0, "calls slower than this are slow (runbook: 500)")
     shadow_workers: int = _key(_integer(1), 2, "shadow worker threads per process")
     shadow_queue_size: int = _key(_integer(1), 1000, "shadow jobs queued at most (beyond: dropped, counted)")

@@ -300,6 +300,7 @@ class ShadowWork:
     monitoring: bool
     context: otel_context.Context
     submitted: float
+    request_id: str | None = None
 
 
 def shadow_job(work: ShadowWork) -> ShadowJob:

@@ -125,10 +125,10 @@ def test_cli_page_lists_every_command_option_and_argument() -> None:
 
 
 def test_an_undocumented_command_or_option_fails_the_check(monkeypatch) -> None:
-    monkeypatch.setitem(cli.commands, "replay", click.Command("replay", callback=lambda: None))
-    with pytest.raises(AssertionError, match=r"commands: not in docs/cli.md: \['replay'\]"):
+    monkeypatch.setitem(cli.commands, "forecast", click.Command("forecast", callback=lambda: None))
+    with pytest.raises(AssertionError, match=r"commands: not in docs/cli.md: \['forecast'\]"):
         check_cli()
-    monkeypatch.delitem(cli.commands, "replay")
+    monkeypatch.delitem(cli.commands, "forecast")
     status = cli.commands["status"]
     monkeypatch.setattr(status, "params", [*status.params, click.Option(["--since"])])
     with pytest.raises(AssertionError, match=r"options of status: not in docs/cli.md, status: \['--since'\]"):
@@ -172,11 +172,14 @@ rules:
 JSON_RUNS = {
     "alerts": [["alerts"], ["alerts", "--history"]],
     "check": [["check", "zero_complaints", "--pass", "--note", "queue clean"]],
+    "replay": [["replay", "--from", "{inputs}"]],
 }
 
 
 def test_every_json_schema_has_the_keys_the_command_prints(make_app, tmp_path) -> None:
     (tmp_path / "rules.yaml").write_text(RULES)
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text('{"rollout": "calc", "inputs": {"args": [3], "kwargs": {}}}\n')
     ext = V2Rollout()
     ext.register("calc", v1=lambda x: x, v2=lambda x: x, subject=lambda x: f"s{x % 3}")
     ext.probe("data_age_hours")(lambda: 30.0)
@@ -200,6 +203,7 @@ def test_every_json_schema_has_the_keys_the_command_prints(make_app, tmp_path) -
             continue
         assert len(schemas) == len(runs), name
         for schema, args in zip(schemas, runs, strict=True):
+            args = [a.format(inputs=inputs) for a in args]
             output = outputs.get(tuple(args)) or r.invoke(cli, [*args, "--json"]).output
             printed = json.loads(output)
             assert printed, f"{args}: the fixture should make this non-empty"

@@ -118,10 +118,10 @@ def test_v2_edge_from_game_log_by_hand(
     assert edge["edge"] == round((1 - math.exp(-expected_tds) - 0.6) * 100, 2)
     meta = edge["metadata"]
     assert meta["calculator_version"] == "v2"
-    assert meta["data_source"] == "player_game_log"
+    assert meta["data_source"] == "play_by_play+player_game_log"
     assert meta["red_zone_td_rate"] == rate
     assert meta["weeks_data"] == 3
-    assert meta["rz_attempts"] == 10
+    assert (meta["rz_attempts"], meta["rz_attempts_source"]) == (10, "player_game_log")  # no plays: the box score
     assert meta["efficiency_adjustment"] == efficiency
     assert meta["defense_adjustment"] == 1.125
     assert meta["market_odds"] == -150
@@ -193,3 +193,21 @@ def test_composite_index_check_fails_without_the_index(generated_db: Path, tmp_p
     ok, detail = v2_query_uses_composite_index(str(copy))
     assert ok is False
     assert "idx_game_log_composite" not in detail
+
+
+def test_v2_counts_red_zone_attempts_play_by_play_and_touchdowns_from_the_game_log(
+    hand_db: sqlite3.Connection,
+) -> None:
+    season_of_five_weeks(hand_db, 2)  # the game log says 10 red-zone passes, 2 red-zone TDs, in weeks 3–7
+    # the play-by-play holds 8 red-zone passes in the window (plus 3 from the 30), none flagged as a touchdown
+    plays = [(3, 15), (3, 8), (3, 30), (4, 12), (4, 5), (4, 30), (4, 30), (5, 19), (5, 2), (5, 20), (5, 11)]
+    hand_db.executemany(
+        "INSERT INTO play_by_play (game_id, season, week, posteam, defteam, passer_player_name, play_type,"
+        " yardline_100, complete_pass, yards_gained, interception, is_touchdown)"
+        " VALUES (?, ?, ?, 'KC', 'NYJ', ?, 'pass', ?, 1, 5, 0, 0)",
+        [(f"g{week}", SEASON, week, QB, yardline) for week, yardline in plays],
+    )
+    [edge] = QBTDCalculatorV2(hand_db, SEASON).calculate_edges([{"player": QB, "opponent": "NYJ"}])["edges"]
+    meta = edge["metadata"]
+    assert (meta["rz_attempts"], meta["rz_attempts_source"]) == (8, "play_by_play")
+    assert meta["red_zone_td_rate"] == 0.25  # the game log's 2 touchdowns over the play-by-play's 8 attempts

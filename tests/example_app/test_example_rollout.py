@@ -47,7 +47,7 @@ def test_v2_answer_carries_v2_metadata(make_app: AppFactory) -> None:
     answer = ask(app, "user-1")
     assert answer["calculator_version"] == "v2"
     meta = answer["metadata"]
-    assert meta["data_source"] == "player_game_log"
+    assert meta["data_source"] == "play_by_play+player_game_log" and meta["rz_attempts_source"] == "play_by_play"
     assert meta["weeks_data"] >= 2 and meta["rz_attempts"] >= 5
     assert meta["efficiency_adjustment"] in (0.92, 1.0, 1.15)
 

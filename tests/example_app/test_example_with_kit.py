@@ -23,7 +23,7 @@ def edges(client, body=MAHOMES, user="user-1") -> dict:
 def test_v2_served_when_pinned(client) -> None:
     answer = edges(client)
     assert answer["calculator_version"] == "v2"
-    assert answer["metadata"]["data_source"] == "player_game_log"
+    assert answer["metadata"]["data_source"] == "play_by_play+player_game_log"
 
 
 def test_v1_without_a_pin(client) -> None:
