@@ -17,7 +17,9 @@ def host(tmp_path: Path, ext: V2Rollout, **config: Any) -> Flask:
     static.mkdir(exist_ok=True)
     (static / "app.css").write_text("body { color: black }")
     app = Flask("lazy_host", instance_path=str(tmp_path / "instance"), static_folder=str(static))
-    app.config.update({"SECRET_KEY": "test-secret", "TESTING": True, **config})
+    # The first request may wait for the first flag read (see tests/helpers.build_app).
+    app.config.update({"SECRET_KEY": "test-secret", "TESTING": True, "V2ROLLOUT_FLAG_READ_BUDGET_MS": 10_000,
+                       "V2ROLLOUT_METRICS_FLUSH_S": 3600, **config})
     ext.init_app(app)
 
     @app.get("/healthz")
