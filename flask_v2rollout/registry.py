@@ -14,6 +14,7 @@ from .compare import Comparator, Extractor, as_extractor
 from .dispatch import Calculator
 from .errors import FlagError, UnknownRollout
 from .flags import validate_flags
+from .targeting import Targeting
 
 UserLoader = Callable[[], Any]
 Probe = Callable[[], Any]
@@ -41,6 +42,8 @@ class Rollout:
     offline: Mapping[str, float] = field(default_factory=dict)
     #: v2's deadline on the request path; v1 is served when it misses it (None: no deadline)
     v2_timeout_ms: float | None = None
+    #: users pinned to v2 or v1 whatever the percentage, counted apart (``targeting.py``)
+    targeting: Targeting = field(default_factory=Targeting)
 
     def subject_of(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
         if self.subject is None:
@@ -54,6 +57,7 @@ def make_rollout(
     subject: Callable[..., Any] | None, extract: str | Extractor | None,
     metadata: Callable[[Any], Mapping[str, Any]] | None, defaults: Mapping[str, Any] | None, dual_run: bool,
     offline: Mapping[str, float] | None, v2_timeout_ms: float | None = None,
+    targeting: Targeting | None = None,
 ) -> Rollout:
     """A validated :class:`Rollout`; ``ValueError``/``TypeError`` say what is wrong."""
     if not isinstance(name, str) or not name or len(name) > 100:
@@ -72,7 +76,7 @@ def make_rollout(
         raise ValueError(f"v2_timeout_ms of rollout {name!r} must be a number of milliseconds > 0")
     return Rollout(name, v1, v2, compare, str(salt), subject, as_extractor(extract), metadata, checked,
                    bool(dual_run), dict(offline or {}),
-                   None if v2_timeout_ms is None else float(v2_timeout_ms))
+                   None if v2_timeout_ms is None else float(v2_timeout_ms), targeting or Targeting())
 
 
 class Registry:

@@ -253,6 +253,38 @@ def _conversion_observed(f: Facts) -> Value:
     return None if ratio is None else ratio * 100
 
 
+def _events(arm: str, name: str) -> Callable[[Facts], Value]:
+    def compute(f: Facts) -> Value:
+        return float(f.arm(arm).get("events", {}).get(name, 0)) if f.arm(arm) else None
+    return compute
+
+
+def _event_rate_vs_v1(name: str) -> Callable[[Facts], Value]:
+    """v2's events per user as a percentage of v1's; None below the users minimum or without a v1 baseline."""
+    def compute(f: Facts) -> Value:
+        v2_users, v1_users = _num(f.arm("v2").get("users")), _num(f.arm("v1").get("users"))
+        least = max(f.minimums["users"], 1)
+        if v2_users is None or v1_users is None or v2_users < least or v1_users < least:
+            return None
+        ratio = _ratio(f.arm("v2").get("events", {}).get(name, 0) / v2_users,
+                       f.arm("v1").get("events", {}).get(name, 0) / v1_users)
+        return None if ratio is None else ratio * 100
+    return compute
+
+
+def _expected_v2(f: Facts) -> Value:
+    """v2 calculations the percentage predicts in the window, from every call made (v1 and v2)."""
+    calls = [_num(f.arm(a).get("calculations")) for a in ("v1", "v2")]
+    if f.percentage is None or calls[0] is None or calls[1] is None:
+        return None
+    return (calls[0] + calls[1]) * f.percentage / 100.0
+
+
+def _total_calculations(f: Facts) -> Value:
+    calls = [_num(f.arm(a).get("calculations")) for a in ("v1", "v2")]
+    return None if calls[0] is None or calls[1] is None else calls[0] + calls[1]
+
+
 def _users_per_arm(f: Facts) -> Value:
     users = [_num(f.arm(a).get("users")) for a in ("v2", "v1")]
     return min(u for u in users if u is not None) if all(u is not None for u in users) else None
@@ -344,7 +376,19 @@ CATALOGUE: tuple[Metric, ...] = (
            _field("v2", "unhandled"), "unhandled"),
     Metric("v2_timeouts_pct", PERCENT, "v2", "share of v2 calls slower than V2ROLLOUT_SLOW_CALL_MS",
            _field("v2", "slow_pct"), "slow calls"),
+    Metric("v2_timeouts_per_min", COUNT, "v2", "v2 calls slower than V2ROLLOUT_SLOW_CALL_MS per minute (a rate)",
+           _field("v2", "slow_per_min"), "slow calls/min"),
+    Metric("v2_expected_calculations", COUNT, "v2",
+           "v2 calculations the percentage predicts from all calls in the window", _expected_v2, "expected v2 calls"),
+    Metric("v2_complaints", COUNT, "v2", 'complaints of v2 users (track_event("complaint"))',
+           _events("v2", "complaint"), "v2 complaints"),
     *_arm_metrics("v1", None),
+    Metric("v1_complaints", COUNT, "v1", 'complaints of v1 users (track_event("complaint"))',
+           _events("v1", "complaint"), "v1 complaints"),
+    Metric("v2_vs_v1_complaints_pct", PERCENT, "both",
+           "v2 complaints per user as a percentage of v1's (no data below the users minimum or without v1 complaints)",
+           _event_rate_vs_v1("complaint"), "complaints vs v1"),
+    Metric("total_calculations", COUNT, "both", "calculations of both arms", _total_calculations, "calculations"),
     Metric("conversion_users_per_arm", COUNT, "both", "users in the smaller arm: the conversion sample",
            _users_per_arm, "users per arm"),
     Metric("rollout_users", COUNT, "both", "users in both arms: the sample-ratio sample", _rollout_users,

@@ -38,6 +38,6 @@ def test_overlay_data_rules_read_the_apps_probes(app: Flask) -> None:
         assert rules["v2_data_freshness"].condition.text == "last_game_log_import_hours_ago > 24 hours"
         assert rules["v2_low_data_coverage"].condition.text == "qbs_with_v2_data_pct < 70%"
         assert rules["v2_conversion_rate_drop"].action == "compare edges; review V2_CONFIG; roll back if > 10 % drop"
-        assert len(rules) == 10
+        assert len(rules) == 19  # the packaged 17 and the two on its game log
         declared = app.extensions["v2rollout"].evaluator.runbook.probes
     assert set(rollout.registry.probes) <= set(declared)  # every probe the app registers is a metric its rules may read
