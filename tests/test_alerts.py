@@ -62,7 +62,7 @@ QUIET = {
     "shadow_agreement_rate_pct": 78.0, "v2_rollout_percentage": 10.0, "v2_calculations": 600.0,
     "conversion_users_per_arm": 500.0, "v2_vs_v1_conversion_pct": Interval(96.0, 104.0, 100.0),
     "v2_minus_v1_error_rate_pct": Interval(-0.5, 0.5, 0.0), "v2_expected_calculations": 600.0,
-    "v2_vs_v1_complaints_pct": 101.0,
+    "v2_vs_v1_complaints_pct": Interval(90.0, 110.0, 101.0),
 }
 # For each rule: a window that crosses it, and every rule that window fires (overlapping thresholds).
 CROSSINGS = {
@@ -76,7 +76,7 @@ CROSSINGS = {
     "v2_unhandled_exceptions": ({"v2_unhandled_exceptions": 1}, set()),
     "v2_p99_slow": ({"v2_p99_ms": 1001.0}, set()),
     "v2_timeouts": ({"v2_timeouts_pct": 5.5}, set()),
-    "v2_complaints_rising": ({"v2_vs_v1_complaints_pct": 121.0}, set()),
+    "v2_complaints_rising": ({"v2_vs_v1_complaints_pct": Interval(125.0, 200.0, 150.0)}, set()),
     "v2_conversion_rate_drop": ({"v2_vs_v1_conversion_pct": Interval(85.0, 93.0, 89.0)}, set()),
     "v2_slow_queries": ({"v2_p95_ms": 501.0}, set()),
     "v2_high_fallback_rate": ({"v2_fallback_rate_pct": 26.0}, set()),

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from flask_v2rollout import ConflictError, GateError, V2Rollout
 from flask_v2rollout.errors import StaleDecisionError
 from flask_v2rollout.flags import PERCENTAGE
 from flask_v2rollout.signals import alert_fired, flag_changed
-from helpers import build_app
+from helpers import before_flag_update, build_app
 
 WAIT_S = 20.0
 TRUE, FALSE = "v2_rollout_percentage >= 0", "v2_rollout_percentage < 0"
@@ -43,30 +42,6 @@ def canary_app(tmp_path: Path, v2: Callable[[int], Any] = lambda x: x, pct: floa
     settings = {"V2ROLLOUT_RUNBOOK_FILE": always_go_canary(tmp_path), "V2ROLLOUT_STAGE_DURATIONS": {"canary": 0},
                 "V2ROLLOUT_METRICS_FLUSH_S": 3600, **config}
     return build_app(tmp_path / "instance", ext, **settings)
-
-
-@contextmanager
-def before_flag_update(app: Flask, action: Callable[[], None]) -> Iterator[list[int]]:
-    """Run ``action`` (on another thread) just before this thread's next UPDATE of the flags row executes."""
-    engine = app.extensions["v2rollout"].engine()
-    owner = threading.get_ident()
-    fired: list[int] = []
-
-    def hook(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if fired or threading.get_ident() != owner or not statement.lstrip().upper().startswith(
-                "UPDATE V2ROLLOUT_FLAGS"):
-            return
-        fired.append(1)
-        other = threading.Thread(target=action)
-        other.start()
-        other.join(WAIT_S)
-        assert not other.is_alive(), "the concurrent write did not finish"
-
-    event.listen(engine, "before_cursor_execute", hook)
-    try:
-        yield fired
-    finally:
-        event.remove(engine, "before_cursor_execute", hook)
 
 
 def race_once(app: Flask, ext: V2Rollout, trial: int) -> str:

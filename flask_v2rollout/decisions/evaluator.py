@@ -356,13 +356,13 @@ class Evaluator:
             applied = self._rule_rollback(name, acting, snap, named)
         rolled_back = bool(applied and applied["landed"])
         self._store_alerts(name, stored, states, transitions, now)
-        for t in transitions:
-            self._announce(name, t, applied if applied and applied["rule"] == t.rule.name else None)
+        payloads = [self._transition_dict(t, applied) for t in transitions]
+        for t, payload in zip(transitions, payloads, strict=True):
+            self._announce(name, t, payload)
         action = None
         if flags[AUTOPILOT] and not rolled_back:
             action = self._autopilot(name, now)
-        return {"transitions": [self._transition_dict(t) for t in transitions], "auto_rollback": rolled_back,
-                "rollback": applied, "autopilot": action}
+        return {"transitions": payloads, "auto_rollback": rolled_back, "rollback": applied, "autopilot": action}
 
     def _alert_states(self, name: str) -> dict[str, RuleState]:
         t = alert_state_table.c
@@ -390,14 +390,18 @@ class Evaluator:
         """The runbook's incident label and response target of an alert severity."""
         return self.runbook.severities[severity]
 
-    def _transition_dict(self, t: Transition) -> dict[str, Any]:
+    def _transition_dict(self, t: Transition, applied: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """A transition as JSON: the rule's incident label and response target, its rollback, and — on
+        the firing of the rule whose rollback was applied — what was applied."""
         incident = self.incident(t.rule.severity)
+        mine = applied is not None and t.kind == "fired" and applied["rule"] == t.rule.name
         return _transition_dict(t) | {"sev": incident.label, "response": incident.response,
-                                      "rollback": t.rule.rollback.describe() if t.rule.rollback else None}
+                                      "rollback": t.rule.rollback.describe() if t.rule.rollback else None,
+                                      **({"applied": dict(applied)} if mine and applied else {})}
 
-    def _announce(self, name: str, t: Transition, applied: Mapping[str, Any] | None = None) -> None:
+    def _announce(self, name: str, t: Transition, payload: Mapping[str, Any]) -> None:
         app: Flask = self.app
-        payload = self._transition_dict(t) | {"rollout": name} | ({"applied": dict(applied)} if applied else {})
+        payload = {**payload, "rollout": name}
         level = logging.WARNING if t.kind == "fired" else logging.INFO
         log.log(level, "v2rollout alert %s", json.dumps(payload, default=str, sort_keys=True))
         if self.jsonlog is not None:

@@ -29,7 +29,8 @@ with the observed value as their point:
   seam, :func:`conversion_interval`); ``v2_vs_v1_conversion_observed_pct`` is its point;
 * ``v2_minus_v1_error_rate_pct`` — v2's error rate minus v1's, in points;
 * ``v2_fallback_vs_previous_stage_pct`` — v2's fallback rate minus the previous stage's, in points;
-* ``v2_vs_v1_latency_pct`` — v2's geometric-mean latency as a percentage of v1's (stage windows only).
+* ``v2_vs_v1_latency_pct`` — v2's geometric-mean latency as a percentage of v1's (stage windows only);
+* ``v2_vs_v1_complaints_pct`` — v2's complaining users (``track_event("complaint")``) as a percentage of v1's.
 
 Compared with a number an interval is true only when the whole interval
 satisfies the comparison, false only when the whole interval violates it,
@@ -260,15 +261,19 @@ def _events(arm: str, name: str) -> Callable[[Facts], Value]:
 
 
 def _event_rate_vs_v1(name: str) -> Callable[[Facts], Value]:
-    """v2's events per user as a percentage of v1's; None below the users minimum or without a v1 baseline."""
+    """v2's share of users with the event as a percentage of v1's, with anytime-valid bounds (an interval).
+
+    A user's second event counts once (at most one per user in each arm); None below the
+    users minimum or without an event in each arm (no baseline to compare with).
+    """
     def compute(f: Facts) -> Value:
         v2_users, v1_users = _num(f.arm("v2").get("users")), _num(f.arm("v1").get("users"))
         least = max(f.minimums["users"], 1)
         if v2_users is None or v1_users is None or v2_users < least or v1_users < least:
             return None
-        ratio = _ratio(f.arm("v2").get("events", {}).get(name, 0) / v2_users,
-                       f.arm("v1").get("events", {}).get(name, 0) / v1_users)
-        return None if ratio is None else ratio * 100
+        v2_events = min(float(f.arm("v2").get("events", {}).get(name, 0)), v2_users)
+        v1_events = min(float(f.arm("v1").get("events", {}).get(name, 0)), v1_users)
+        return conversion_interval(v2_events, v2_users, v1_events, v1_users, alpha=f.alpha, tuning=f.tuning)
     return compute
 
 
@@ -386,8 +391,9 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("v1_complaints", COUNT, "v1", 'complaints of v1 users (track_event("complaint"))',
            _events("v1", "complaint"), "v1 complaints"),
     Metric("v2_vs_v1_complaints_pct", PERCENT, "both",
-           "v2 complaints per user as a percentage of v1's (no data below the users minimum or without v1 complaints)",
-           _event_rate_vs_v1("complaint"), "complaints vs v1"),
+           "v2 complaints per user as a percentage of v1's, with anytime-valid bounds (an interval; no data below "
+           "the users minimum or without complaints in each arm)", _event_rate_vs_v1("complaint"), "complaints vs v1",
+           interval=True),
     Metric("total_calculations", COUNT, "both", "calculations of both arms", _total_calculations, "calculations"),
     Metric("conversion_users_per_arm", COUNT, "both", "users in the smaller arm: the conversion sample",
            _users_per_arm, "users per arm"),
