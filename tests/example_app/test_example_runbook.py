@@ -1,6 +1,8 @@
 """The example app's runbook overlay: its betting wording reaches alerts, gates and checks; its probes are rules."""
 from __future__ import annotations
 
+import sqlite3
+
 from flask import Flask
 
 from example_app.rollout import ROLLOUT, rollout
@@ -44,10 +46,8 @@ def test_overlay_data_rules_read_the_apps_probes(app: Flask) -> None:
 
 
 def test_the_qb_data_rules_fire_from_the_apps_probes(make_app) -> None:
-    """qbs_falling_back_to_v1_pct > 25 % (MEDIUM) and a game log behind the current week (LOW): notified, no rollback."""
+    """qbs_falling_back_to_v1_pct > 25 % (MEDIUM), a game log behind the current week (LOW): notified, no rollback."""
     app: Flask = make_app(V2ROLLOUT_DEFAULTS={"v2_rollout_percentage": 100, "v2_shadow_mode_enabled": False})
-    import sqlite3
-
     conn = sqlite3.connect(app.config["NFL_DATABASE"])
     with conn:
         players = [r[0] for r in conn.execute(
