@@ -18,7 +18,7 @@ from flask import Flask, jsonify, request
 
 from flask_v2rollout import Fallback, V2Rollout
 from flask_v2rollout.rules.runbook import load_runbook
-from flask_v2rollout.testing import Clock, force_version, use_clock
+from flask_v2rollout.testing import Clock, force_version, record_signals, use_clock
 from helpers import before_flag_update, build_app
 
 START = 1_900_000_000.0
@@ -149,8 +149,11 @@ def test_v2_database_connection_failure_rolls_back_to_v1_and_shadow(host) -> Non
     h.traffic(100)
     with h.app.app_context():
         version = h.ext.flag_version("calc")
-    report = h.evaluate()
+    with record_signals(h.app) as signals:
+        report = h.evaluate()
     alert = fired(report)["v2_database_connection_failure"]
+    sent = next(kw for kw in signals.named("alert_fired") if kw["rule"] == "v2_database_connection_failure")
+    assert sent["sev"] == "SEV-1" and sent["applied"] == report["rollback"]
     assert_labelled(alert)
     assert alert["sev"] == "SEV-1" and alert["rollback"] == "to 0 %"
     assert report["rollback"] == {"rule": "v2_database_connection_failure", "from": 50.0, "to": 0.0,
@@ -470,3 +473,18 @@ def test_rule_actions_are_validated_whole(tmp_path: Path) -> None:
     assert book.rules["r"].rollback is not None and book.rules["r"].rollback.target(50, 10) == 5
     assert book.rules["v2_very_high_error_rate"].rollback is None
     assert book.severities["LOW"].label == "P4" and book.severities["LOW"].response == "log, next sprint"
+
+
+def test_the_daily_figures_cover_24_hours(host) -> None:
+    h = host()
+    h.raise_to(50)
+    h.v2.fallback_every = 4
+    h.traffic(40)
+    h.clock.advance(hours=20)
+    h.traffic(60, first=40)
+    with h.app.app_context():
+        h.ext.flush()
+        daily = h.ext.status("calc")["daily"]
+    assert daily["total_calculations_24h"] == 100
+    assert set(daily["fallback_reasons_breakdown_24h"]) == {"insufficient_data"}
+    assert daily["availability_pct_24h"] == 100.0

@@ -409,7 +409,8 @@ class Evaluator:
                                       **payload})
         signal = signals.alert_fired if t.kind == "fired" else signals.alert_resolved
         signal.send(app, rollout=name, rule=t.rule.name, severity=t.rule.severity, values=_plain(t.values),
-                    action=t.rule.action, description=t.rule.description)
+                    action=t.rule.action, description=t.rule.description, sev=payload["sev"],
+                    response=payload["response"], applied=payload.get("applied"))
         self.notifications.route({"event": f"alert_{t.kind}", **payload}, t.rule.notify)
 
     def _rule_rollback(self, name: str, rules: list[Rule], snap: FlagSnapshot,
