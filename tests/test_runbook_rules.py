@@ -488,3 +488,21 @@ def test_the_daily_figures_cover_24_hours(host) -> None:
     assert daily["total_calculations_24h"] == 100
     assert set(daily["fallback_reasons_breakdown_24h"]) == {"insufficient_data"}
     assert daily["availability_pct_24h"] == 100.0
+
+
+@pytest.mark.parametrize("current,previous,kind,target", [
+    (50.0, 10.0, "halve", 25.0), (33.33, 10.0, "halve", 16.66), (0.01, 0.0, "halve", 0.0),
+    (50.0, 10.0, "previous", 10.0), (10.0, 0.0, "previous", 0.0), (5.0, 10.0, "previous", 5.0),
+])
+def test_rollback_targets(current: float, previous: float, kind: str, target: float) -> None:
+    from flask_v2rollout.rules.actions import RollbackAction
+
+    assert RollbackAction(kind).target(current, previous) == target  # type: ignore[arg-type]
+
+
+def test_the_previous_percentage_is_the_start_of_the_last_raise_below_now() -> None:
+    from flask_v2rollout.rules.actions import percentage_before
+
+    newest_first = [(50.0, 25.0), (10.0, 50.0), (0.0, 10.0)]  # 0 → 10 → 50, reduced to 25
+    assert percentage_before(newest_first, 25.0) == 10.0
+    assert percentage_before([(None, 100.0)], 100.0) == 0.0 and percentage_before([], 40.0) == 0.0

@@ -469,7 +469,8 @@ class Evaluator:
         """A rollback always lands (re-read on conflict); an advance only on the flags it was decided from."""
         assert action.target_percentage is not None
         if action.kind == "rollback":
-            self.flags.rollback(name, action.target_percentage, actor=AUTOPILOT_ACTOR, reason=action.reason)
+            self.flags.rollback(name, action.target_percentage, actor=AUTOPILOT_ACTOR, reason=action.reason,
+                                expected_version=snap.version)
             return
         changes: dict[str, Any] = {PERCENTAGE: action.target_percentage}
         if action.stage is not None:

@@ -17,6 +17,7 @@ A rollback never raises the percentage: a target above the current one does noth
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -40,8 +41,8 @@ class RollbackAction:
             wanted = self.percentage
         elif self.kind == "previous":
             wanted = previous
-        else:
-            wanted = round(current / 2, 2)
+        else:  # flags hold two decimals: round down, so halving 0.01 % reaches 0
+            wanted = math.floor(current * 50) / 100
         return min(current, wanted)
 
     def describe(self) -> str:
