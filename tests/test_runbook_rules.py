@@ -213,7 +213,8 @@ def test_v2_performance_degradation_critical_notifies_and_changes_nothing(host) 
 def test_v2_conversion_rate_drop_notifies_and_changes_nothing(host) -> None:
     h = host(V2ROLLOUT_GATE_MIN_USERS=50)
     h.raise_to(50)
-    buckets = {f"user-{i}": assign(f"user-{i}", 50, "") for i in range(400)}  # the version each user gets
+    salt = h.ext.rollouts["calc"].salt
+    buckets = {f"user-{i}": assign(f"user-{i}", 50, salt) for i in range(400)}  # the version each user gets
 
     def converts(uid: str) -> bool:  # v1 users convert 9 in 10, v2 users 2 in 10
         n = int(uid.split("-")[1])
@@ -385,7 +386,8 @@ def test_v2_timeouts_over_five_percent_of_calls(host) -> None:
 def test_v2_complaints_rising_over_the_v1_baseline(host) -> None:
     h = host(V2ROLLOUT_GATE_MIN_USERS=30)
     h.raise_to(50)
-    buckets = {f"user-{i}": assign(f"user-{i}", 50, "") for i in range(600)}  # the version each user gets
+    salt = h.ext.rollouts["calc"].salt
+    buckets = {f"user-{i}": assign(f"user-{i}", 50, salt) for i in range(600)}  # the version each user gets
 
     def complains(uid: str) -> bool:  # v1 users: 1 in 10; v2 users: 4 in 10 — evidence, not noise, at ~300 a side
         n = int(uid.split("-")[1])
