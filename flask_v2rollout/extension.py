@@ -134,8 +134,8 @@ class V2Rollout:
         v2 misses it (reason ``deadline``; the late result is discarded and counted).
         ``allow`` / ``deny`` (user ids) and ``allow_if`` / ``deny_if`` (a predicate on the
         user id, e.g. staff) pin users to v2 / v1 whatever the percentage (deny wins); their
-        calls are counted in the arms ``v2_pinned`` / ``v1_pinned``, apart from the compared
-        arms (the gate report's ``pinned``).
+        calls are counted in the arms ``v2_allowed`` / ``v1_denied``, apart from the compared
+        arms (the gate report's ``targeted``).
         """
         if name in self.registry.rollouts:
             raise ValueError(f"rollout {name!r} is already registered")
@@ -369,7 +369,7 @@ class V2Rollout:
         return {
             "rollout": name, "flags": dict(snap.values), "flag_version": snap.version, "stage": gate["stage"],
             "gate": {k: gate[k] for k in ("gate", "decision", "reasons", "to_stage", "matrix", "next_advance_at",
-                                          "decision_window_open", "pinned")},
+                                          "decision_window_open", "targeted")},
             "alerts": evaluator.alerts(name),
             "autopilot": evaluator.last_actions.get(name),
             "daily": evaluator.daily(name, self._runtime().clock()),

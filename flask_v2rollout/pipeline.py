@@ -37,7 +37,7 @@ from .metrics.inflight import InFlight
 from .metrics.recorder import Recorder
 from .registry import Registry, Rollout
 from .shadow import ShadowJob, ShadowRunner, ShadowWork, shadow_job
-from .targeting import PINNED_ARMS
+from .targeting import TARGETED_ARMS
 from .telemetry import Telemetry
 
 log = logging.getLogger("flask_v2rollout")
@@ -54,7 +54,7 @@ class Assignment:
     version: str
     user_id: str | None
     flags: FlagSnapshot
-    #: the arm the user's calls are counted in: the version, or its pinned arm (``targeting.PINNED_ARMS``)
+    #: the arm the user's calls are counted in: the version, or its allow/deny-list arm (``targeting.TARGETED_ARMS``)
     arm: str = ""
 
     @property
@@ -159,22 +159,22 @@ class Pipeline:
         """Bucket ``user_id`` on the rollout's current flags (a pinned version wins)."""
         snap = self.store.get(rollout.name)
         forced = self.forced.get(rollout.name) if self.forced else None
-        pinned = self._pinned(rollout, user_id) if forced is None and rollout.targeting else None
+        listed = self._listed(rollout, user_id) if forced is None and rollout.targeting else None
         if forced is not None:
             version = forced
-        elif pinned is not None:
-            version = pinned
+        elif listed is not None:
+            version = listed
         else:
             version = assign(user_id, snap.percentage, rollout.salt) if user_id is not None else "v1"
         if signals.version_assigned.receivers:
             self._guarded(rollout, version, "signals", lambda: signals.version_assigned.send(
                 self.app, rollout=rollout.name, user_id=user_id, version=version, percentage=snap.percentage))
-        return Assignment(version, user_id, snap, PINNED_ARMS[version] if pinned is not None else "")
+        return Assignment(version, user_id, snap, TARGETED_ARMS[version] if listed is not None else "")
 
-    def _pinned(self, rollout: Rollout, user_id: str | None) -> str | None:
+    def _listed(self, rollout: Rollout, user_id: str | None) -> str | None:
         """The allow/deny lists' word on this user; a failing host predicate leaves it to the bucket."""
         try:
-            return rollout.targeting.pinned(user_id)
+            return rollout.targeting.version_for(user_id)
         except Exception:
             log.exception("v2rollout: a targeting predicate of %r failed; the bucket decides", rollout.name)
             self.recorder.sink_error(rollout.name, "v1", "targeting")
@@ -200,7 +200,7 @@ class Pipeline:
             ))
         finally:
             counted = self.in_flight.finish(token)
-        if assignment.arm:  # a pinned user: counted apart from the compared arms
+        if assignment.arm:  # an allow/deny-listed user: counted apart from the compared arms
             outcome.assigned = assignment.arm
         # 3. sinks
         self._on_activity()

@@ -6,10 +6,10 @@ registered with ``allow=`` / ``deny=`` (user ids) or ``allow_if=`` / ``deny_if=`
 (a host predicate taking the user id, such as "is staff") pins them; deny wins
 over allow. Anonymous users are never pinned.
 
-Pinned calls are counted in arms of their own (``v2_pinned``, ``v1_pinned``), not in
+Listed users' calls are counted in arms of their own (``v2_allowed``, ``v1_denied``), not in
 ``v1`` / ``v2``: the gates, the rollback matrices, the alert rules and the
 sample-ratio test compare users the bucket chose, so a hand-picked group cannot
-bias them. Pinned users are not shadowed either.
+bias them. Listed users are not shadowed either.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 Predicate = Callable[[str], object]
 
-#: the arm a pinned user's calls are counted in, by the version served
-PINNED_ARMS = {"v2": "v2_pinned", "v1": "v1_pinned"}
+#: the arm a listed user's calls are counted in, by the version served
+TARGETED_ARMS = {"v2": "v2_allowed", "v1": "v1_denied"}
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Targeting:
     def __bool__(self) -> bool:
         return bool(self.allow or self.deny or self.allow_if or self.deny_if)
 
-    def pinned(self, user_id: str | None) -> str | None:
+    def version_for(self, user_id: str | None) -> str | None:
         """``"v1"`` (denied), ``"v2"`` (allowed) or None (the bucket decides)."""
         if user_id is None:
             return None

@@ -41,7 +41,7 @@ def test_allow_listed_users_get_v2_at_zero_percent_and_the_gate_arms_exclude_the
         client = app.test_client()
         for _ in range(5):
             for uid in STAFF:
-                assert served(app, uid) == {"value": 10, "version": "v2", "assigned": "v2_pinned",
+                assert served(app, uid) == {"value": 10, "version": "v2", "assigned": "v2_allowed",
                                             "fallback_reason": None}
                 client.post("/convert", headers={"X-User": uid})
         for i in range(40):
@@ -54,9 +54,9 @@ def test_allow_listed_users_get_v2_at_zero_percent_and_the_gate_arms_exclude_the
     assert window["arms"]["v2"]["calculations"] == 0 and window["arms"]["v2"]["users"] == 0
     assert window["arms"]["v1"]["calculations"] == 40 and window["arms"]["v1"]["users"] == 40
     assert window["arms"]["v1"]["conversions"] == 0  # the staff's conversions are not the control's
-    assert gate["pinned"] == {"v2_pinned": {"calculations": 10, "users": 2}, "v1_pinned": {"calculations": 0,
+    assert gate["targeted"] == {"v2_allowed": {"calculations": 10, "users": 2}, "v1_denied": {"calculations": 0,
                                                                                           "users": 0}}
-    assert status["gate"]["pinned"] == gate["pinned"]
+    assert status["gate"]["targeted"] == gate["targeted"]
     shadow_runs = next(c for c in gate["criteria"] if c["name"] == "completion")["sample"]
     assert shadow_runs == 40  # only the bucketed v1 users were shadowed
 
@@ -65,15 +65,15 @@ def test_deny_listed_users_stay_on_v1_at_full_rollout(tmp_path: Path) -> None:
     app, ext = targeted_app(tmp_path, deny=["key-account"], deny_if=lambda uid: uid.startswith("regulator-"),
                             allow_if=lambda uid: uid.startswith("regulator-"),  # deny wins over allow
                             defaults={"v2_rollout_percentage": 100})
-    assert served(app, "key-account")["assigned"] == "v1_pinned"
-    assert served(app, "regulator-1") == {"value": 1, "version": "v1", "assigned": "v1_pinned",
+    assert served(app, "key-account")["assigned"] == "v1_denied"
+    assert served(app, "regulator-1") == {"value": 1, "version": "v1", "assigned": "v1_denied",
                                           "fallback_reason": None}
     assert served(app, "someone")["version"] == "v2"
     with app.app_context():
         ext.flush()
         arms = ext.metrics("calc", "1h")["arms"]
         assert (arms["v1"]["calculations"], arms["v2"]["calculations"]) == (0, 1)
-        assert ext.gate("calc")["pinned"]["v1_pinned"] == {"calculations": 2, "users": 2}
+        assert ext.gate("calc")["targeted"]["v1_denied"] == {"calculations": 2, "users": 2}
 
 
 def test_a_failing_predicate_leaves_the_user_to_the_bucket(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ from ..rules.gates import (
 )
 from ..rules.runbook import Incident, load_runbook
 from ..settings import Settings
-from ..targeting import PINNED_ARMS
+from ..targeting import TARGETED_ARMS
 from . import lease
 from .notify import Router
 
@@ -226,7 +226,7 @@ class Evaluator:
         return gate_report(name, stage, decision, matrix, line, upcoming, snap.version,
                            next_advance_at=self.next_advance_at(line, decision, upcoming, now),
                            window_open=self.windows is None or self.windows.is_open(now),
-                           pinned=self.pinned(name, since=line["entered_at"], now=now))
+                           targeted=self.targeted(name, since=line["entered_at"], now=now))
 
     def next_advance_at(self, line: Mapping[str, Any], decision: GateDecision, upcoming: Stage | None,
                         now: float) -> float | None:
@@ -242,11 +242,11 @@ class Evaluator:
             earliest = max(earliest, line["last_change_at"] + self.watch_s)
         return earliest if self.windows is None else self.windows.next_open(earliest)
 
-    def pinned(self, name: str, *, since: float, now: float) -> dict[str, dict[str, int]]:
+    def targeted(self, name: str, *, since: float, now: float) -> dict[str, dict[str, int]]:
         """Calculations and users of the allow/deny-listed users since ``since``: counted apart from the arms."""
         c, e = counters_table.c, exposures_table.c
         start, end = minute_of(since), minute_of(now)
-        arms = list(PINNED_ARMS.values())
+        arms = list(TARGETED_ARMS.values())
         with self._engine().connect() as conn:
             calcs = dict(conn.execute(
                 select(c.arm, func.sum(c.value)).where(c.rollout == name, c.arm.in_(arms), c.metric == CALCULATIONS,
@@ -567,12 +567,12 @@ class GateReport(TypedDict):
     #: whether now is inside a decision window (always true without V2ROLLOUT_DECISION_WINDOWS)
     decision_window_open: bool
     #: calculations and users of allow/deny-listed users in the stage, by arm (not in the gate's arms)
-    pinned: dict[str, dict[str, int]]
+    targeted: dict[str, dict[str, int]]
 
 
 def gate_report(name: str, stage: Stage, decision: GateDecision, matrix: Decision, line: Mapping[str, Any],
                 upcoming: Stage | None, flag_version: int | None = None, *, next_advance_at: float | None = None,
-                window_open: bool = True, pinned: Mapping[str, dict[str, int]] | None = None) -> GateReport:
+                window_open: bool = True, targeted: Mapping[str, dict[str, int]] | None = None) -> GateReport:
     """A gate decision as plain JSON-able data; a criterion's threshold is its condition."""
     return {
         "rollout": name,
@@ -600,7 +600,7 @@ def gate_report(name: str, stage: Stage, decision: GateDecision, matrix: Decisio
                    "signals": list(matrix.signals)},
         "next_advance_at": next_advance_at,
         "decision_window_open": window_open,
-        "pinned": dict(pinned or {}),
+        "targeted": dict(targeted or {}),
     }
 
 
