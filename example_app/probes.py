@@ -39,6 +39,36 @@ def qbs_with_v2_data_pct(path: str, season: int) -> float | None:
     return round(100.0 * sufficient / total, 2) if total else None
 
 
+def qbs_falling_back_to_v1_pct(path: str, season: int) -> float | None:
+    """Share of the quarterbacks v1 prices (passers in play_by_play) that v2 would hand back to v1 (alert > 25).
+
+    A quarterback falls back without 2+ weeks and 5+ red-zone attempts in weeks 3–7 of
+    the game log — absent from the game log altogether included.
+    """
+    first, last = EFFICIENCY_WEEKS
+    with _connection(path) as conn:
+        total, falling = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(NOT (COALESCE(g.weeks, 0) >= ? AND COALESCE(g.rz, 0) >= ?)), 0) FROM ("
+            "  SELECT DISTINCT passer_player_name AS name FROM play_by_play"
+            "  WHERE season = ? AND passer_player_name IS NOT NULL) AS p"
+            " LEFT JOIN ("
+            "  SELECT player_name, COUNT(DISTINCT week) AS weeks, COALESCE(SUM(red_zone_passes), 0) AS rz"
+            "  FROM player_game_log WHERE season = ? AND week BETWEEN ? AND ? GROUP BY player_name) AS g"
+            " ON g.player_name = p.name",
+            (MIN_WEEKS, MIN_RED_ZONE_ATTEMPTS, season, season, first, last),
+        ).fetchone()
+    return round(100.0 * falling / total, 2) if total else None
+
+
+def weeks_of_data_behind(path: str, season: int) -> int | None:
+    """Weeks the game log lags the current week (the latest week in play_by_play); 0 when it is complete."""
+    with _connection(path) as conn:
+        current = conn.execute("SELECT MAX(week) FROM play_by_play WHERE season = ?", (season,)).fetchone()[0]
+    if current is None:
+        return None
+    return max(0, int(current) - weeks_of_data_available(path, season))
+
+
 def weeks_of_data_available(path: str, season: int) -> int:
     """Weeks of the season present in the game log (should equal the current week)."""
     with _connection(path) as conn:

@@ -99,6 +99,8 @@ def _with_app_config(func: Callable[..., Any], *, season: bool) -> Callable[[], 
 
 rollout.probe("qbs_with_v2_data_pct")(_with_app_config(probes.qbs_with_v2_data_pct, season=True))
 rollout.probe("weeks_of_data_available")(_with_app_config(probes.weeks_of_data_available, season=True))
+rollout.probe("weeks_of_data_behind")(_with_app_config(probes.weeks_of_data_behind, season=True))
+rollout.probe("qbs_falling_back_to_v1_pct")(_with_app_config(probes.qbs_falling_back_to_v1_pct, season=True))
 rollout.probe("last_game_log_import_hours_ago")(_with_app_config(probes.last_game_log_import_hours_ago, season=False))
 rollout.verify_check("indexes_present")(_with_app_config(probes.indexes_present, season=False))
 rollout.verify_check("integrity_check")(_with_app_config(probes.integrity_check, season=False))

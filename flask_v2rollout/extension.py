@@ -23,6 +23,7 @@ from .errors import (
     ApprovalError,
     ApprovalRequired,
     ConflictError,
+    FlagError,
     GateError,
     RolloutError,
     StaleDecisionError,
@@ -45,6 +46,7 @@ from .registry import Registry, Rollout, UserLoader, make_rollout
 from .replay import replay as replay_inputs
 from .runtime import Health, Providers, Runtime
 from .settings import DEFAULTS, Settings
+from .targeting import make_targeting
 
 
 class Status(TypedDict):
@@ -57,6 +59,8 @@ class Status(TypedDict):
     gate: dict[str, Any]
     alerts: list[dict[str, Any]]
     autopilot: dict[str, Any] | None
+    #: the runbook's daily figures: total_calculations_24h, agreement, fallback reasons, top subjects, availability
+    daily: dict[str, Any]
 
 
 class V2Rollout:
@@ -115,6 +119,10 @@ class V2Rollout:
         log_fields: Mapping[str, str] | None = None,
         record_inputs: bool = False,
         redact_inputs: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
+        allow: Iterable[Any] | None = None,
+        deny: Iterable[Any] | None = None,
+        allow_if: Callable[[str], Any] | None = None,
+        deny_if: Callable[[str], Any] | None = None,
     ) -> Rollout:
         """Register a rollout.
 
@@ -137,6 +145,10 @@ class V2Rollout:
         recipes keep working; ``record_inputs`` keeps each call's arguments in SQL (bounded,
         as JSON) for ``flask v2rollout replay``, passed first through ``redact_inputs``
         (``{"args": [...], "kwargs": {...}}`` → what may be stored).
+        ``allow`` / ``deny`` (user ids) and ``allow_if`` / ``deny_if`` (a predicate on the
+        user id, e.g. staff) pin users to v2 / v1 whatever the percentage (deny wins); their
+        calls are counted in the arms ``v2_allowed`` / ``v1_denied``, apart from the compared
+        arms (the gate report's ``targeted``).
         """
         if name in self.registry.rollouts:
             raise ValueError(f"rollout {name!r} is already registered")
@@ -144,6 +156,7 @@ class V2Rollout:
             name, v1=v1, v2=v2, compare=compare, salt=salt, subject=subject, extract=extract, metadata=metadata,
             defaults=defaults, dual_run=dual_run, offline=offline, v2_timeout_ms=v2_timeout_ms,
             log_fields=log_fields, record_inputs=record_inputs, redact_inputs=redact_inputs,
+            targeting=make_targeting(allow=allow, deny=deny, allow_if=allow_if, deny_if=deny_if),
         )
         self.registry.add(rollout)
         return rollout
@@ -234,6 +247,22 @@ class V2Rollout:
         """Record a business conversion for the current request's user."""
         rollout = self._rollout(name)
         self._runtime().pipeline.track_conversion(rollout)
+
+    def track_event(self, name: str, event: str, *, count: float = 1, user_id: Any = None) -> None:
+        """Count a business event (``"complaint"``, …) for the current request's user (or ``user_id``).
+
+        It lands in the arm that user is assigned now (a support desk filing a complaint
+        passes ``user_id=``).
+        The catalogue compares complaints per user of v2 with v1's (``v2_vs_v1_complaints_pct``);
+        every event shows in ``metrics()`` under each arm's ``events``.
+        """
+        rollout = self._rollout(name)
+        if not isinstance(event, str) or not event.strip() or len(event) > 100:
+            raise ValueError("event must be a non-empty name of at most 100 characters")
+        if isinstance(count, bool) or not isinstance(count, (int, float)) or not 0 < count < 1e9:
+            raise ValueError(f"count must be a positive number, got {count!r}")
+        self._runtime().pipeline.track_event(rollout, event.strip(), float(count),
+                                             None if user_id is None else str(user_id))
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait for this app's queued shadow work (tests, graceful shutdown); True if all done."""
@@ -364,10 +393,17 @@ class V2Rollout:
             raise ApprovalError(f"the flags of {name} changed since approval #{approval_id} was requested; "
                                 "it is void: request the change again") from None
 
-    def rollback(self, name: str, target: float = 0, *, actor: str, reason: str | None = None) -> list[FlagChange]:
-        """Lower the rollout percentage to ``target`` (emergency: 0), audited; a higher target is refused."""
+    def rollback(self, name: str, target: float = 0, *, actor: str, reason: str | None = None,
+                 enter_shadow: bool | None = None) -> list[FlagChange]:
+        """Lower the rollout percentage to ``target`` (emergency: 0), audited; a higher target is refused.
+
+        ``enter_shadow`` turns shadow mode on too; by default a rollback to 0 does
+        (``V2ROLLOUT_ROLLBACK_ENTERS_SHADOW``), so the rollout is back in shadow mode.
+        """
         self._rollout(name)
-        return self._runtime().flags.rollback(name, target, actor=actor, reason=reason)
+        if enter_shadow is not None and not isinstance(enter_shadow, bool):
+            raise FlagError(f"enter_shadow must be true or false, got {enter_shadow!r}", field="enter_shadow")
+        return self._runtime().flags.rollback(name, target, actor=actor, reason=reason, enter_shadow=enter_shadow)
 
     # -- gates, alerts, checks ------------------------------------------------------------------
     def gate(self, name: str) -> GateReport:
@@ -384,9 +420,11 @@ class V2Rollout:
         gate = self.gate(name)
         return {
             "rollout": name, "flags": dict(snap.values), "flag_version": snap.version, "stage": gate["stage"],
-            "gate": {k: gate[k] for k in ("gate", "decision", "reasons", "to_stage", "matrix")},
+            "gate": {k: gate[k] for k in ("gate", "decision", "reasons", "to_stage", "matrix", "next_advance_at",
+                                          "decision_window_open", "targeted")},
             "alerts": evaluator.alerts(name),
             "autopilot": evaluator.last_actions.get(name),
+            "daily": evaluator.daily(name, self._runtime().clock()),
         }
 
     def advance(self, name: str, *, actor: str, reason: str | None = None) -> list[FlagChange]:

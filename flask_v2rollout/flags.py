@@ -638,11 +638,17 @@ class FlagService:
     """
 
     def __init__(self, store: FlagStore, *, sender: Any,
-                 on_rollback: Callable[[str, str], None] | None = None) -> None:
-        """``on_rollback(rollout, actor)`` runs after every rollback (it cancels pending approvals)."""
+                 on_rollback: Callable[[str, str], None] | None = None, shadow_at_zero: bool = True) -> None:
+        """``on_rollback(rollout, actor)`` runs after every rollback (it cancels pending approvals).
+
+        ``shadow_at_zero`` (``V2ROLLOUT_ROLLBACK_ENTERS_SHADOW``): a rollback to 0 % turns shadow
+        mode on unless its caller says otherwise — the runbook's "back to shadow mode", so the
+        shadow gate has data again.
+        """
         self.store = store
         self._sender = sender
         self._on_rollback = on_rollback
+        self.shadow_at_zero = shadow_at_zero
 
     def set_flags(
         self, name: str, changes: Mapping[str, Any], *, actor: str, reason: str | None = None,
@@ -657,20 +663,28 @@ class FlagService:
             )
         return made
 
-    def rollback(self, name: str, target: float = 0, *, actor: str, reason: str | None = None) -> list[FlagChange]:
-        """Lower the percentage to ``target`` (see :meth:`_lower`), then cancel what waits for approval."""
-        made = self._lower(name, target, actor=actor, reason=reason)
+    def rollback(self, name: str, target: float = 0, *, actor: str, reason: str | None = None,
+                 enter_shadow: bool | None = None, expected_version: int | None = None) -> list[FlagChange]:
+        """Lower the percentage to ``target`` (see :meth:`_lower`), then cancel what waits for approval.
+
+        ``enter_shadow`` also turns shadow mode on (None: when the target is 0 and the service
+        is configured so). ``expected_version`` is the flags version the decision was read at.
+        """
+        shadow = (self.shadow_at_zero and target == 0) if enter_shadow is None else enter_shadow
+        made = self._lower(name, target, actor=actor, reason=reason, shadow=shadow, expected=expected_version)
         if self._on_rollback is not None:
             self._on_rollback(name, actor)
         return made
 
-    def _lower(self, name: str, target: float, *, actor: str, reason: str | None) -> list[FlagChange]:
-        """Lower the percentage to ``target``; a rollback always wins.
+    def _lower(self, name: str, target: float, *, actor: str, reason: str | None, shadow: bool,
+               expected: int | None) -> list[FlagChange]:
+        """Lower the percentage to ``target`` (and turn shadow on when ``shadow``); a rollback always wins.
 
         A target above the current percentage is refused (a rollback never raises it).
-        Each write is conditional on the version just read; a concurrent change makes it
-        read again and lower whatever is there now, until it lands — or until the
-        percentage is already at or below the target (someone else rolled back further).
+        The first write is conditional on ``expected`` (the version the decision was read
+        at) when given, else on the version just read; a concurrent change makes it read
+        again and lower whatever is there now, until it lands — or until the percentage is
+        already at or below the target (someone else rolled back further).
         """
         try:
             checked = validate_flags({PERCENTAGE: target})[PERCENTAGE]
@@ -682,12 +696,14 @@ class FlagService:
                 f"rollback target {checked:g} is above the current percentage {current.percentage:g}",
                 field="target",
             )
+        version = current.version if expected is None else expected
+        changes: dict[str, Any] = {PERCENTAGE: checked, **({SHADOW: True} if shadow else {})}
         for _ in range(ROLLBACK_ATTEMPTS):
             if current.percentage <= checked:
                 return []
             try:
-                return self.set_flags(name, {PERCENTAGE: checked}, actor=actor, reason=reason,
-                                      expected_version=current.version)
+                return self.set_flags(name, changes, actor=actor, reason=reason, expected_version=version)
             except ConflictError:
                 current = self.store.read_fresh(name)
+                version = current.version
         raise ConflictError(name, current.version, None)

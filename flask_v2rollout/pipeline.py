@@ -40,6 +40,7 @@ from .metrics.inflight import InFlight
 from .metrics.recorder import Recorder
 from .registry import Registry, Rollout
 from .shadow import ShadowJob, ShadowRunner, ShadowWork, shadow_job
+from .targeting import TARGETED_ARMS
 from .telemetry import Telemetry
 
 log = logging.getLogger("flask_v2rollout")
@@ -58,6 +59,12 @@ class Assignment:
     flags: FlagSnapshot
     #: the version was pinned (the testing kit), not bucketed
     pinned: bool = False
+    #: the arm the user's calls are counted in: the version, or its allow/deny-list arm (``targeting.TARGETED_ARMS``)
+    arm: str = ""
+
+    @property
+    def counted_as(self) -> str:
+        return self.arm or self.version
 
 
 @dataclass
@@ -163,14 +170,27 @@ class Pipeline:
         """Bucket ``user_id`` on the rollout's current flags (a pinned version wins)."""
         snap = self.store.get(rollout.name)
         forced = self.forced.get(rollout.name) if self.forced else None
+        listed = self._listed(rollout, user_id) if forced is None and rollout.targeting else None
         if forced is not None:
             version = forced
+        elif listed is not None:
+            version = listed
         else:
             version = assign(user_id, snap.percentage, rollout.salt) if user_id is not None else "v1"
         if signals.version_assigned.receivers:
             self._guarded(rollout, version, "signals", lambda: signals.version_assigned.send(
                 self.app, rollout=rollout.name, user_id=user_id, version=version, percentage=snap.percentage))
-        return Assignment(version, user_id, snap, pinned=forced is not None)
+        return Assignment(version, user_id, snap, pinned=forced is not None,
+                          arm=TARGETED_ARMS[version] if listed is not None else "")
+
+    def _listed(self, rollout: Rollout, user_id: str | None) -> str | None:
+        """The allow/deny lists' word on this user; a failing host predicate leaves it to the bucket."""
+        try:
+            return rollout.targeting.version_for(user_id)
+        except Exception:
+            log.exception("v2rollout: a targeting predicate of %r failed; the bucket decides", rollout.name)
+            self.recorder.sink_error(rollout.name, "v1", "targeting")
+            return None
 
     # -- 2. calculate ----------------------------------------------------------------------------------
     def calculate(self, rollout: Rollout, args: tuple[Any, ...], kwargs: Mapping[str, Any],
@@ -184,7 +204,7 @@ class Pipeline:
             raise RuntimeError("calculate() outside a request needs user_id=…")
         flags = assignment.flags
         deadline = self._deadline(rollout) if rollout.v2_timeout_ms is not None else None
-        token = self.in_flight.start(rollout.name, assignment.version)
+        token = self.in_flight.start(rollout.name, assignment.counted_as)
         try:
             outcome = self.telemetry.calculate(rollout.name, flags, lambda: run(
                 rollout.name, rollout.v1, rollout.v2, assignment.version, flags.fallback, args, kwargs,
@@ -192,6 +212,8 @@ class Pipeline:
             ))
         finally:
             counted = self.in_flight.finish(token)
+        if assignment.arm:  # an allow/deny-listed user: counted apart from the compared arms
+            outcome.assigned = assignment.arm
         # 3. sinks
         self._on_activity()
         if has_request_context():
@@ -329,11 +351,22 @@ class Pipeline:
     def track_conversion(self, rollout: Rollout) -> None:
         """Count a business conversion for this request's user, in the arm they are assigned."""
         assignment = self.assignment(rollout)
-        self.recorder.conversion(rollout.name, assignment.version, assignment.user_id)
+        self.recorder.conversion(rollout.name, assignment.counted_as, assignment.user_id)
         self._on_activity()
         if signals.conversion_tracked.receivers:
             self._guarded(rollout, assignment.version, "signals", lambda: signals.conversion_tracked.send(
                 self.app, rollout=rollout.name, user_id=assignment.user_id, version=assignment.version))
+
+    def track_event(self, rollout: Rollout, name: str, count: float, user_id: str | None = None) -> None:
+        """Count a business event (a complaint) in the arm of ``user_id`` (or this request's user)."""
+        if user_id is not None:
+            assignment = self.assign(rollout, user_id)
+        elif has_request_context():
+            assignment = self.assignment(rollout)
+        else:
+            raise RuntimeError("track_event() outside a request needs user_id=…")
+        self.recorder.event(rollout.name, assignment.counted_as, name, count)
+        self._on_activity()
 
     # -- shadow results (ShadowSinks) ------------------------------------------------------------------
     @contextmanager

@@ -15,6 +15,7 @@ from .dispatch import Calculator
 from .errors import FlagError, UnknownRollout
 from .flags import validate_flags
 from .jsonlog import validate_log_fields
+from .targeting import Targeting
 
 UserLoader = Callable[[], Any]
 Probe = Callable[[], Any]
@@ -49,6 +50,8 @@ class Rollout:
     record_inputs: bool = False
     #: ``{"args": [...], "kwargs": {...}}`` → what is stored (drop or mask personal data here)
     redact_inputs: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None
+    #: users pinned to v2 or v1 whatever the percentage, counted apart (``targeting.py``)
+    targeting: Targeting = field(default_factory=Targeting)
 
     def subject_of(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
         if self.subject is None:
@@ -64,6 +67,7 @@ def make_rollout(
     offline: Mapping[str, float] | None, v2_timeout_ms: float | None = None,
     log_fields: Mapping[str, str] | None = None, record_inputs: bool = False,
     redact_inputs: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
+    targeting: Targeting | None = None,
 ) -> Rollout:
     """A validated :class:`Rollout`; ``ValueError``/``TypeError`` say what is wrong."""
     if not isinstance(name, str) or not name or len(name) > 100:
@@ -91,7 +95,7 @@ def make_rollout(
     return Rollout(name, v1, v2, compare, name if salt is None else salt, subject, as_extractor(extract), metadata,
                    checked, bool(dual_run), dict(offline or {}),
                    None if v2_timeout_ms is None else float(v2_timeout_ms), fields, bool(record_inputs),
-                   redact_inputs)
+                   redact_inputs, targeting or Targeting())
 
 
 class Registry:

@@ -115,7 +115,8 @@ class Runtime:
             self.engine, ensure_tables=self.store.ensure_tables, clock=self.clock,
             threshold=settings.approval_above, ttl_s=settings.approval_ttl_s,
         )
-        self.flags = FlagService(self.store, sender=app, on_rollback=self._rolled_back)
+        self.flags = FlagService(self.store, sender=app, on_rollback=self._rolled_back,
+                                 shadow_at_zero=settings.rollback_enters_shadow)
         self.access = AccessStore(
             self.engine, ensure_tables=self.store.ensure_tables, clock=self.clock,
             limits=Limits(settings.auth_window_s, settings.auth_address_failures, settings.auth_global_failures),

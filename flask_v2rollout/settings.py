@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import FlagError
 from .flags import validate_flags
+from .rules.windows import DecisionWindows, parse_windows
 
 PREFIX = "V2ROLLOUT_"
 #: the shortest admin token ``init_app`` accepts
@@ -143,6 +144,15 @@ def _class_names(key: str, value: Any) -> frozenset[str]:
     return frozenset(names)
 
 
+def _windows(key: str, value: Any) -> DecisionWindows | None:
+    if value is None:
+        return None
+    try:
+        return parse_windows(value)
+    except ValueError as exc:
+        raise RuntimeError(f"{key}: {exc}") from None
+
+
 #: the host database's connection failures, by the classes drivers and SQLAlchemy raise
 DB_ERRORS = (
     "sqlalchemy.exc.OperationalError", "sqlalchemy.exc.InterfaceError", "sqlalchemy.exc.DisconnectionError",
@@ -237,7 +247,10 @@ class Settings:
     alert_window_s: int = _key(_integer(1), 300, "seconds the alert metrics are computed over")
     evaluate_every_s: float = _key(SECONDS, 30.0, "seconds between evaluations (after a flush, under a lease)")
     lease_s: float = _key(_number(0.001, what="a number of seconds"), 30.0, "seconds the evaluation lease is held")
-    auto_rollback: bool = _key(_bool, True, "a CRITICAL alert rolls the rollout back to 0 %")
+    auto_rollback: bool = _key(_bool, True, "a firing alert rule applies its rollback (CRITICAL: 0 % unless it says)")
+    rollback_enters_shadow: bool = _key(_bool, True, "a rollback to 0 % turns shadow mode on (back to shadow mode)")
+    decision_windows: DecisionWindows | None = _key(
+        _windows, None, "when the autopilot may advance, e.g. 'Mon-Fri 09:00-17:00 Europe/London' (None: any time)")
     watch_interval_s: float = _key(SECONDS, 1800.0, "seconds the autopilot waits after a percentage change")
     notify_queue_size: int = _key(_integer(1), 1000, "alerts queued per notifier (beyond: dropped, counted)")
     notify_timeout_s: float = _key(DEADLINE, 5.0, "total seconds of one delivery attempt, however slow the server")

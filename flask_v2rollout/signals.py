@@ -40,7 +40,8 @@ shadow_compared = _signals.signal("v2rollout-shadow-compared")
 
 #: An alert rule started firing (after its ``for`` duration).
 #: kwargs: ``rollout`` (str), ``rule`` (str), ``severity`` (CRITICAL/HIGH/MEDIUM/LOW), ``values``
-#: (dict of the metrics it read), ``action`` (str), ``description`` (str)
+#: (dict of the metrics it read), ``action`` (str), ``description`` (str), ``sev`` (the runbook's SEV-1 … SEV-4),
+#: ``response`` (its response target), ``applied`` (the rollback this rule's firing made, or None)
 alert_fired = _signals.signal("v2rollout-alert-fired")
 
 #: A firing alert rule stopped firing. kwargs as :data:`alert_fired`.

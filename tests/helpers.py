@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask, jsonify
+from sqlalchemy import event
 
 from flask_v2rollout import V2Rollout
 
@@ -82,3 +86,27 @@ def join(worker: Any, timeout: float = WAIT_S, what: str | None = None) -> None:
             worker.kill()
             worker.join(5)
         raise AssertionError(f"{what or worker!r} still running after {timeout}s")
+
+
+@contextmanager
+def before_flag_update(app: Flask, action: Callable[[], None]) -> Iterator[list[int]]:
+    """Run ``action`` (on another thread) just before this thread's next UPDATE of the flags row executes."""
+    engine = app.extensions["v2rollout"].engine()
+    owner = threading.get_ident()
+    fired: list[int] = []
+
+    def hook(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if fired or threading.get_ident() != owner or not statement.lstrip().upper().startswith(
+                "UPDATE V2ROLLOUT_FLAGS"):
+            return
+        fired.append(1)
+        other = threading.Thread(target=action)
+        other.start()
+        other.join(WAIT_S)
+        assert not other.is_alive(), "the concurrent write did not finish"
+
+    event.listen(engine, "before_cursor_execute", hook)
+    try:
+        yield fired
+    finally:
+        event.remove(engine, "before_cursor_execute", hook)

@@ -320,7 +320,9 @@ def test_rollback_form_needs_its_confirmation(admin: tuple[Flask, V2Rollout],
     done = client.post("/v2rollout/rollouts/calc/rollback",
                        data={"csrf_token": csrf, "target": "0", "confirm": "yes", "reason": "error spike"})
     assert done.status_code == 303
-    assert audit_rows(*admin)[0]["new_value"] == 0.0 and audit_rows(*admin)[0]["reason"] == "error spike"
+    shadow, percentage = audit_rows(*admin)[:2]  # back to shadow mode, in the same change
+    assert percentage["new_value"] == 0.0 and percentage["reason"] == "error spike"
+    assert shadow["flag"] == "v2_shadow_mode_enabled" and shadow["new_value"] is True
 
 
 def test_advance_and_check_forms(admin: tuple[Flask, V2Rollout], operator: tuple[FlaskClient, str]) -> None:

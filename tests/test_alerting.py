@@ -163,7 +163,7 @@ def test_malformed_rules_fail_clearly_and_load_nothing(make_app, tmp_path: Path)
     with app.app_context():
         assert ext.alerts() == []
         check = next(r for r in ext.verify() if r["check"] == "alert_rules")
-        assert check["status"] == "PASS" and "10 rules loaded" in check["detail"]
+        assert check["status"] == "PASS" and "17 rules loaded" in check["detail"]
 
 
 def test_unknown_metric_in_rules_is_a_load_error(make_app, tmp_path: Path) -> None:

@@ -22,14 +22,14 @@ def default_rules() -> RuleSet:
     return PACKAGED.rules
 
 
-RUNBOOK = {  # name: (severity, notify, action) — the runbook's table, verbatim
+RUNBOOK = {  # name: (severity, notify, action) — the runbook's table, verbatim, then its metrics table's alerts
     "v2_database_connection_failure": ("CRITICAL", ("pagerduty", "slack"),
-                                       "emergency rollback; check database, pool, logs"),
+                                       "emergency rollback to v1 (0 %, shadow on); check database, pool, logs"),
     "v2_very_high_error_rate": (
         "CRITICAL", ("pagerduty", "slack"),
-        "automatic rollback to 0 % (V2ROLLOUT_AUTO_ROLLBACK); review errors, recent changes, data"),
+        "roll back to the previous percentage; review errors, recent changes, data"),
     "v2_high_error_rate": ("HIGH", ("slack", "email"),
-                           "gradual rollback one step (100 → 50 → 10, the autopilot does it); find the failing inputs"),
+                           "gradual rollback (halve the percentage); find the failing inputs"),
     "v2_performance_degradation_critical": ("HIGH", ("slack",),
                                             "check indexes, load; VACUUM/ANALYZE; consider rollback"),
     "v2_conversion_rate_drop": ("HIGH", ("slack", "email"),
@@ -40,7 +40,19 @@ RUNBOOK = {  # name: (severity, notify, action) — the runbook's table, verbati
     "v2_moderate_error_rate": ("MEDIUM", ("slack",), "watch, ticket, fix in 1–2 days"),
     "v2_data_freshness": ("LOW", ("slack",), "refresh the data source; check its schedule and errors"),
     "v2_low_data_coverage": ("LOW", ("slack",), "check for missing data; may be normal early on"),
+    "v2_error_rate_above_target": ("LOW", ("slack",), "investigate the errors by type and input"),
+    "v2_calculations_stopped": ("HIGH", ("slack",),
+                                "check assignment, the flags and the user loader; v2 may not be reached at all"),
+    "v2_unhandled_exceptions": ("CRITICAL", ("pagerduty", "slack"),
+                                "emergency rollback (0 %, shadow on); check v2_fallback_enabled and the errors"),
+    "v2_p99_slow": ("MEDIUM", ("slack",), "find the slow inputs; check indexes and load"),
+    "v2_sustained_slow": ("MEDIUM", ("slack",), "check indexes, plans, load; consider caching"),
+    "v2_timeouts": ("MEDIUM", ("slack",), "find the slow inputs; check indexes and load"),
+    "v2_complaints_rising": ("MEDIUM", ("slack",),
+                             "read the complaints; compare v1 and v2 results for the subjects named"),
 }
+#: the rules that must hold a while before they fire
+HELD = {"v2_sustained_slow": 300.0}
 
 QUIET = {
     "v2_error_rate_pct": 0.4, "v2_fallback_rate_pct": 12.5, "v2_p95_ms": 40.0, "v2_p99_ms": 90.0, "v2_avg_ms": 12.0,
@@ -49,19 +61,26 @@ QUIET = {
     "v2_calculations_per_min": 120.0, "v1_calculations_per_min": 1_080.0, "v2_timeouts_pct": 0.1,
     "shadow_agreement_rate_pct": 78.0, "v2_rollout_percentage": 10.0, "v2_calculations": 600.0,
     "conversion_users_per_arm": 500.0, "v2_vs_v1_conversion_pct": Interval(96.0, 104.0, 100.0),
-    "v2_minus_v1_error_rate_pct": Interval(-0.5, 0.5, 0.0),
+    "v2_minus_v1_error_rate_pct": Interval(-0.5, 0.5, 0.0), "v2_expected_calculations": 600.0,
+    "v2_vs_v1_complaints_pct": Interval(90.0, 110.0, 101.0),
 }
 # For each rule: a window that crosses it, and every rule that window fires (overlapping thresholds).
 CROSSINGS = {
     "v2_database_connection_failure": ({"db_connection_failures": 1}, set()),
-    "v2_very_high_error_rate": ({"v2_error_rate_pct": 10.5}, {"v2_moderate_error_rate"}),
+    "v2_very_high_error_rate": ({"v2_error_rate_pct": 10.5}, {"v2_moderate_error_rate", "v2_error_rate_above_target"}),
     "v2_high_error_rate": ({"v2_error_rate_pct": 5.01, "v2_minus_v1_error_rate_pct": Interval(2.0, 8.0, 5.0)},
-                           {"v2_moderate_error_rate"}),
+                           {"v2_moderate_error_rate", "v2_error_rate_above_target"}),
     "v2_performance_degradation_critical": ({"v2_p95_ms": 1200.0}, {"v2_slow_queries"}),
+    "v2_error_rate_above_target": ({"v2_error_rate_pct": 1.5}, set()),
+    "v2_calculations_stopped": ({"v2_calculations_per_min": 0.0}, set()),
+    "v2_unhandled_exceptions": ({"v2_unhandled_exceptions": 1}, set()),
+    "v2_p99_slow": ({"v2_p99_ms": 1001.0}, set()),
+    "v2_timeouts": ({"v2_timeouts_pct": 5.5}, set()),
+    "v2_complaints_rising": ({"v2_vs_v1_complaints_pct": Interval(125.0, 200.0, 150.0)}, set()),
     "v2_conversion_rate_drop": ({"v2_vs_v1_conversion_pct": Interval(85.0, 93.0, 89.0)}, set()),
     "v2_slow_queries": ({"v2_p95_ms": 501.0}, set()),
     "v2_high_fallback_rate": ({"v2_fallback_rate_pct": 26.0}, set()),
-    "v2_moderate_error_rate": ({"v2_error_rate_pct": 2.5}, set()),
+    "v2_moderate_error_rate": ({"v2_error_rate_pct": 2.5}, {"v2_error_rate_above_target"}),
     "v2_data_freshness": ({"data_source_age_hours": 25.0}, set()),
     "v2_low_data_coverage": ({"v2_data_coverage_pct": 65.0}, set()),
 }
@@ -85,12 +104,18 @@ def one_rule(condition: str, known: object = DEFAULT_METRICS) -> RuleSet:
 # --------------------------------------------------------------------------- the default set
 
 
-def test_default_rules_are_the_runbooks_ten() -> None:
+def test_default_rules_are_the_runbooks_ten_and_its_metrics_tables() -> None:
     rules = default_rules()
     assert [r.name for r in rules] == list(RUNBOOK)
     assert {r.name: (r.severity, r.notify, r.action) for r in rules} == RUNBOOK
     assert rules.metrics <= set(DEFAULT_METRICS)
-    assert all(r.description and r.for_s == 0 and r.keep_firing_s == 0 for r in rules)
+    assert all(r.description and r.for_s == HELD.get(r.name, 0) and r.keep_firing_s == 0 for r in rules)
+    actions = {r.name: (r.rollback.describe() if r.rollback else None, r.enter_shadow) for r in rules
+               if r.rollback or r.enter_shadow is not None}
+    assert actions == {"v2_database_connection_failure": ("to 0 %", True),
+                       "v2_very_high_error_rate": ("to the previous percentage", None),
+                       "v2_high_error_rate": ("halve the percentage", None),
+                       "v2_unhandled_exceptions": ("to 0 %", None)}
 
 
 def test_default_rules_quiet_on_a_healthy_window() -> None:

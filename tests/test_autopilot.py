@@ -146,25 +146,27 @@ def test_error_spike_rolls_back_once_while_four_evaluators_race(make_app, user_f
     rolled_back = [r for r in reports if r and r["calc"]]
     assert len(rolled_back) == 1, reports
     with app.app_context():
-        audit = [r for r in ext.audit("calc") if r["actor"] == "auto-rollback"]
+        audit = [r for r in ext.audit("calc") if r["actor"] == "auto-rollback" and r["flag"] == "v2_rollout_percentage"]
         assert len(audit) == 1
-        assert audit[0]["old_value"] == 50.0 and audit[0]["new_value"] == 0.0
-        assert audit[0]["reason"].startswith("v2_very_high_error_rate (CRITICAL)")
+        assert audit[0]["old_value"] == 50.0 and audit[0]["new_value"] == 0.0  # the previous percentage: 0
+        assert audit[0]["reason"].startswith("v2_very_high_error_rate (SEV-1 CRITICAL): to the previous percentage")
         assert ext.flags("calc", fresh=True)["v2_rollout_percentage"] == 0.0
         fired = [e for e in ext.alert_history("calc") if e["event"] == "fired"]
-        assert sorted(e["rule"] for e in fired) == ["v2_high_error_rate", "v2_moderate_error_rate",
-                                                     "v2_very_high_error_rate"]
+        assert sorted(e["rule"] for e in fired) == ["v2_error_rate_above_target", "v2_high_error_rate",
+                                                     "v2_moderate_error_rate", "v2_very_high_error_rate"]
         # After the rollback the rules re-arm (whichever evaluation comes next — a racing child's or this
         # one): the firing ones resolve, once each, and nothing fires or rolls back again on those calls.
         again = ext.evaluate()
         assert again["calc"]["auto_rollback"] is False and again["calc"]["autopilot"] is None
         events = [(e["rule"], e["event"], (e["detail"] or {}).get("note")) for e in ext.alert_history("calc")]
         rearmed = sorted(rule for rule, event, note in events if event == "resolved")
-        assert rearmed == ["v2_high_error_rate", "v2_moderate_error_rate", "v2_very_high_error_rate"], events
+        assert rearmed == ["v2_error_rate_above_target", "v2_high_error_rate", "v2_moderate_error_rate",
+                           "v2_very_high_error_rate"], events
         assert {note for _, event, note in events if event == "resolved"} == {"re-armed: percentage 50 → 0"}
-        assert len([e for e in events if e[1] == "fired"]) == 3
+        assert len([e for e in events if e[1] == "fired"]) == 4
         assert ext.alerts("calc") == []
-        assert ext.evaluate()["calc"] == {"transitions": [], "auto_rollback": False, "autopilot": None}
+        assert ext.evaluate()["calc"] == {"transitions": [], "auto_rollback": False, "rollback": None,
+                                          "autopilot": None}
 
 
 def test_a_cache_that_drops_v2_users_is_a_sample_ratio_mismatch(make_app, user_from_header) -> None:

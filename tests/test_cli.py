@@ -32,7 +32,9 @@ def test_status_set_flag_rollback_audit(runner) -> None:
     result = invoke(r, "rollback", "--target", "0", "--reason", "spike", "--actor", "bob")
     assert result.exit_code == 0 and "12.5% -> 0%" in result.output
     rows = json.loads(invoke(r, "audit", "--json").output)
-    assert [(x["actor"], x["reason"]) for x in rows] == [("bob", "spike"), ("alice", "canary")]
+    assert [(x["actor"], x["flag"]) for x in rows] == [  # a rollback to 0 is back to shadow mode
+        ("bob", "v2_shadow_mode_enabled"), ("bob", "v2_rollout_percentage"), ("alice", "v2_rollout_percentage")]
+    assert [x["reason"] for x in rows] == ["spike", "spike", "canary"]
     status = json.loads(invoke(r, "status", "--json").output)
     assert status[0]["flags"]["v2_rollout_percentage"] == 0.0
 

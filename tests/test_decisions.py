@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,9 @@ from sqlalchemy.exc import OperationalError
 
 from flask_v2rollout import ConflictError, GateError, V2Rollout
 from flask_v2rollout.errors import StaleDecisionError
+from flask_v2rollout.flags import PERCENTAGE
 from flask_v2rollout.signals import alert_fired, flag_changed
-from helpers import build_app
+from helpers import before_flag_update, build_app
 
 WAIT_S = 20.0
 TRUE, FALSE = "v2_rollout_percentage >= 0", "v2_rollout_percentage < 0"
@@ -42,30 +42,6 @@ def canary_app(tmp_path: Path, v2: Callable[[int], Any] = lambda x: x, pct: floa
     settings = {"V2ROLLOUT_RUNBOOK_FILE": always_go_canary(tmp_path), "V2ROLLOUT_STAGE_DURATIONS": {"canary": 0},
                 "V2ROLLOUT_METRICS_FLUSH_S": 3600, **config}
     return build_app(tmp_path / "instance", ext, **settings)
-
-
-@contextmanager
-def before_flag_update(app: Flask, action: Callable[[], None]) -> Iterator[list[int]]:
-    """Run ``action`` (on another thread) just before this thread's next UPDATE of the flags row executes."""
-    engine = app.extensions["v2rollout"].engine()
-    owner = threading.get_ident()
-    fired: list[int] = []
-
-    def hook(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if fired or threading.get_ident() != owner or not statement.lstrip().upper().startswith(
-                "UPDATE V2ROLLOUT_FLAGS"):
-            return
-        fired.append(1)
-        other = threading.Thread(target=action)
-        other.start()
-        other.join(WAIT_S)
-        assert not other.is_alive(), "the concurrent write did not finish"
-
-    event.listen(engine, "before_cursor_execute", hook)
-    try:
-        yield fired
-    finally:
-        event.remove(engine, "before_cursor_execute", hook)
 
 
 def race_once(app: Flask, ext: V2Rollout, trial: int) -> str:
@@ -124,7 +100,8 @@ def test_an_advance_whose_gate_went_stale_is_refused_and_changes_nothing(tmp_pat
         with pytest.raises(StaleDecisionError, match="the rollout changed since the gate was read"):
             ext.advance("calc", actor="ops")
         assert fired and ext.flags("calc", fresh=True)["v2_rollout_percentage"] == 0
-        assert [r["actor"] for r in ext.audit("calc")] == ["oncall"]
+        assert [(r["actor"], r["flag"]) for r in ext.audit("calc")] == [
+            ("oncall", "v2_shadow_mode_enabled"), ("oncall", "v2_rollout_percentage")]  # back to shadow mode
     with app.app_context():
         ext.set_flag("calc", "v2_rollout_percentage", 10, actor="setup")
     client = app.test_client()
@@ -144,11 +121,12 @@ def test_a_rollback_that_meets_a_concurrent_write_lands_anyway(tmp_path: Path) -
 
     with app.app_context(), before_flag_update(app, other_change) as fired:
         made = ext.rollback("calc", target=0, actor="oncall")
-    assert fired and [(c.flag, c.new) for c in made] == [("v2_rollout_percentage", 0.0)]
+    assert fired and [(c.flag, c.new) for c in made] == [("v2_rollout_percentage", 0.0),
+                                                          ("v2_shadow_mode_enabled", True)]
     with app.app_context():
         flags = ext.flags("calc", fresh=True)
         assert flags["v2_rollout_percentage"] == 0 and flags["v2_monitoring_enabled"] is False
-        assert [r["actor"] for r in ext.audit("calc")] == ["oncall", "someone"]
+        assert [r["actor"] for r in ext.audit("calc")] == ["oncall", "oncall", "someone"]
 
 
 def test_a_rollback_never_raises_the_percentage(tmp_path: Path) -> None:
@@ -187,7 +165,7 @@ def test_an_auto_rollback_that_meets_a_concurrent_write_lands_in_the_same_evalua
             report = ext.evaluate()
         assert fired and report is not None and report["calc"]["auto_rollback"] is True
         assert ext.flags("calc", fresh=True)["v2_rollout_percentage"] == 0
-        rollbacks = [r for r in ext.audit("calc") if r["actor"] == "auto-rollback"]
+        rollbacks = [r for r in ext.audit("calc") if r["actor"] == "auto-rollback" and r["flag"] == PERCENTAGE]
         assert len(rollbacks) == 1 and rollbacks[0]["old_value"] == 50
         assert ext.evaluate()["calc"]["auto_rollback"] is False  # audited once
 
@@ -217,7 +195,7 @@ def test_an_auto_rollback_the_store_refused_is_retried_at_the_next_evaluation(tm
         second = ext.evaluate()  # still firing: the rollback is tried again and lands
         assert second is not None and second["calc"]["auto_rollback"] is True
         assert ext.flags("calc", fresh=True)["v2_rollout_percentage"] == 0
-        assert len([r for r in ext.audit("calc") if r["actor"] == "auto-rollback"]) == 1
+        assert len([r for r in ext.audit("calc") if r["actor"] == "auto-rollback" and r["flag"] == PERCENTAGE]) == 1
 
 
 def test_a_resumed_broken_v2_fires_and_rolls_back_again(tmp_path: Path) -> None:
@@ -267,7 +245,8 @@ def test_a_resumed_broken_v2_fires_and_rolls_back_again(tmp_path: Path) -> None:
         alert_fired.disconnect(on_fired, app)
     with app.app_context():
         assert ext.flags("calc", fresh=True)["v2_rollout_percentage"] == 0
-        rollbacks = [(r["old_value"], r["new_value"]) for r in ext.audit("calc") if r["actor"] == "auto-rollback"]
+        rollbacks = [(r["old_value"], r["new_value"]) for r in ext.audit("calc")
+                     if r["actor"] == "auto-rollback" and r["flag"] == PERCENTAGE]
         assert rollbacks == [(10.0, 0.0), (50.0, 0.0)]
     print(f"first rollback {first_s:.2f} s after traffic began; rolled back again {again_s:.2f} s after the resume "
           "(flush 0.2 s, evaluation every 0.5 s)")

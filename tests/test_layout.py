@@ -8,7 +8,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "flask_v2rollout"
 PURE = ("bucketing", "compare", "stats", "settings", "registry", "flags", "clock", "dispatch",
-        "rules.alerts", "rules.gates", "decisions.notify", "metrics.recorder")
+        "rules.alerts", "rules.gates", "rules.actions", "rules.windows", "targeting", "decisions.notify",
+        "metrics.recorder")
 
 
 def modules() -> dict[str, ast.Module]:

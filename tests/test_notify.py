@@ -481,7 +481,7 @@ def test_a_critical_alert_rolls_back_while_its_webhook_hangs(make_app, receivers
         assert report["auto_rollback"] is True
         fired = [t["rule"] for t in report["transitions"]]
         assert "v2_very_high_error_rate" in fired  # with the packaged HIGH and MEDIUM error rules
-        audit = [r for r in ext.audit("calc") if r["actor"] == "auto-rollback"]
+        audit = [r for r in ext.audit("calc") if r["actor"] == "auto-rollback" and r["flag"] == "v2_rollout_percentage"]
         assert len(audit) == 1 and audit[0]["new_value"] == 0.0
         assert not hung.answered.is_set() and notifications.counters()["pending"] == len(fired)
     hung.release.set()

@@ -139,7 +139,7 @@ rules:
     ("probes:\n  - {name: depth, unit: parsecs, description: d}\n", "unit must be one of"),
     ("extras: {}\n", "unknown top-level key(s) ['extras']"),
     ("rules:\n  - {name: a}\n  - {name: a}\n", "rule 'a': duplicate rule name"),
-    ("rules:\n  - just text\n", "rule '#11': a rule must be a mapping"),
+    ("rules:\n  - just text\n", "rule '#18': a rule must be a mapping"),
     ("gates:\n  - {name: full_review, shoulds_required: x}\n", "shoulds_required must be a whole number"),
     ("gates:\n  - {name: full_review, shoulds_required: 9}\n", "more than the gate's should criteria"),
     ("matrices:\n  full:\n    rows: []\n", "rule 'matrix full': otherwise must be non-empty text"),
@@ -168,7 +168,7 @@ def test_the_packaged_runbook_is_the_runbooks() -> None:
         ("shadow", 0, True), ("canary", 10, False), ("staged", 50, False), ("full", 100, False)]
     assert [g.name for g in book.gates] == ["shadow_to_canary", "canary_to_staged", "staged_to_full", "full_review"]
     assert set(book.matrices) == {"canary", "staged", "general"}
-    assert len(book.rules) == 10 and set(book.probes) == {"data_source_age_hours", "v2_data_coverage_pct"}
+    assert len(book.rules) == 17 and set(book.probes) == {"data_source_age_hours", "v2_data_coverage_pct"}
     read = {m for g in book.gates for c in g.criteria for m in c.condition.metrics}
     read |= {m for mx in book.matrices.values() for row in mx.rows for s in row.signals for m in s.condition.metrics}
     read |= book.rules.metrics

@@ -27,6 +27,7 @@ from ..flags import (
     AUTOPILOT,
     MAX_ACTOR,
     MAX_NOTE,
+    MAX_REASON,
     PERCENTAGE,
     SHADOW,
     FlagService,
@@ -36,10 +37,12 @@ from ..flags import (
 )
 from ..jsonlog import JsonlLog
 from ..metrics.catalogue import Facts, Minimums, values
+from ..metrics.recorder import CALCULATIONS, minute_of
 from ..metrics.store import MetricStore
-from ..models import alert_events_table, alert_state_table, checks_table, counters_table
+from ..models import alert_events_table, alert_state_table, checks_table, counters_table, exposures_table
 from ..registry import Rollout
-from ..rules.alerts import Rule, RuleSet, RuleState, Transition, evaluate, rearm
+from ..rules.actions import percentage_before
+from ..rules.alerts import SEVERITIES, Rule, RuleSet, RuleState, Transition, evaluate, rearm
 from ..rules.conditions import Interval, Value
 from ..rules.gates import (
     CHECK_PREFIX,
@@ -57,8 +60,9 @@ from ..rules.gates import (
     rollback_decision,
     with_durations,
 )
-from ..rules.runbook import load_runbook
+from ..rules.runbook import Incident, load_runbook
 from ..settings import Settings
+from ..targeting import TARGETED_ARMS
 from . import lease
 from .notify import Router
 
@@ -99,6 +103,8 @@ class Evaluator:
         #: manual check key → what a person confirms
         self.manual_checks: Mapping[str, str] = self.runbook.manual_checks
         self.auto_rollback = settings.auto_rollback
+        #: when the autopilot may advance (None: any time); rollbacks never wait for a window
+        self.windows = settings.decision_windows
         self.watch_s = settings.watch_interval_s
         self.lease_s = settings.lease_s
         self.every_s = settings.evaluate_every_s
@@ -196,6 +202,18 @@ class Evaluator:
                       tuning=self.tuning)
         return values(facts, probes=self._probes(window))
 
+    def daily(self, name: str, now: float) -> dict[str, Any]:
+        """The runbook's daily figures over the last 24 h (status, dashboard)."""
+        window = self.metric_store.window(name, 86400, now)
+        v1, v2 = window["arms"]["v1"], window["arms"]["v2"]
+        return {
+            "total_calculations_24h": v1["calculations"] + v2["calculations"],
+            "agreement_rate_pct_24h": window["shadow"]["v2"]["agreement_rate_pct"],
+            "fallback_reasons_breakdown_24h": dict(v2["fallbacks_by_reason"]),
+            "top_subjects_24h": [list(item) for item in window["top_subjects"]],
+            "availability_pct_24h": window["availability_pct"],
+        }
+
     def _probes(self, window: Mapping[str, Any]) -> dict[str, float | None]:
         """Every declared probe (no data until sampled), then whatever the host's probes sampled."""
         return {**{probe: None for probe in self.runbook.probes}, **window["probes"]}
@@ -205,7 +223,39 @@ class Evaluator:
         """The current gate's decision with every criterion, plus the rollback matrix."""
         snap = self.store.read_fresh(name)
         stage, decision, matrix, line = self._decide(name, snap.values, now)
-        return gate_report(name, stage, decision, matrix, line, next_stage(stage, self.stages), snap.version)
+        upcoming = next_stage(stage, self.stages)
+        return gate_report(name, stage, decision, matrix, line, upcoming, snap.version,
+                           next_advance_at=self.next_advance_at(line, decision, upcoming, now),
+                           window_open=self.windows is None or self.windows.is_open(now),
+                           targeted=self.targeted(name, since=line["entered_at"], now=now))
+
+    def next_advance_at(self, line: Mapping[str, Any], decision: GateDecision, upcoming: Stage | None,
+                        now: float) -> float | None:
+        """The earliest epoch second the autopilot may advance: the stage's minimum duration and
+        the watch interval since the last change have passed, inside a decision window.
+
+        None at the last stage. The autopilot advances then only if the gate says GO.
+        """
+        if upcoming is None:
+            return None
+        earliest = max(now, line["entered_at"] + decision.min_duration_s)
+        if line["last_change_at"] is not None:
+            earliest = max(earliest, line["last_change_at"] + self.watch_s)
+        return earliest if self.windows is None else self.windows.next_open(earliest)
+
+    def targeted(self, name: str, *, since: float, now: float) -> dict[str, dict[str, int]]:
+        """Calculations and users of the allow/deny-listed users since ``since``: counted apart from the arms."""
+        c, e = counters_table.c, exposures_table.c
+        start, end = minute_of(since), minute_of(now)
+        arms = list(TARGETED_ARMS.values())
+        with self._engine().connect() as conn:
+            calcs = dict(conn.execute(
+                select(c.arm, func.sum(c.value)).where(c.rollout == name, c.arm.in_(arms), c.metric == CALCULATIONS,
+                                                       c.minute >= start, c.minute <= end).group_by(c.arm)).all())
+            users: dict[str, int] = {arm: n for arm, n in conn.execute(
+                select(e.arm, func.count()).where(e.rollout == name, e.arm.in_(arms), e.last_seen >= start)
+                .group_by(e.arm)).all()}
+        return {arm: {"calculations": int(calcs.get(arm) or 0), "users": int(users.get(arm) or 0)} for arm in arms}
 
     def _decide(
         self, name: str, flags: Mapping[str, Any], now: float
@@ -311,19 +361,20 @@ class Evaluator:
         states = dict(stored)
         transitions = rearm(self.rules, states, snap.percentage, now)
         transitions += evaluate(self.rules, named, now, states)
-        critical = [self.rules[rule] for rule, st in states.items()
-                    if st.status == "firing" and rule in self.rules and self.rules[rule].severity == "CRITICAL"]
-        rolled_back = False
-        if critical and self.auto_rollback and snap.percentage > 0:
-            rolled_back = self._auto_rollback(name, critical[0], named)
+        acting = [self.rules[rule] for rule, st in states.items()
+                  if st.status == "firing" and rule in self.rules and self.rules[rule].rollback is not None]
+        applied = None
+        if acting and self.auto_rollback and snap.percentage > 0:
+            applied = self._rule_rollback(name, acting, snap, named)
+        rolled_back = bool(applied and applied["landed"])
         self._store_alerts(name, stored, states, transitions, now)
-        for t in transitions:
-            self._announce(name, t)
+        payloads = [self._transition_dict(t, applied) for t in transitions]
+        for t, payload in zip(transitions, payloads, strict=True):
+            self._announce(name, t, payload)
         action = None
         if flags[AUTOPILOT] and not rolled_back:
             action = self._autopilot(name, now)
-        return {"transitions": [_transition_dict(t) for t in transitions], "auto_rollback": rolled_back,
-                "autopilot": action}
+        return {"transitions": payloads, "auto_rollback": rolled_back, "rollback": applied, "autopilot": action}
 
     def _alert_states(self, name: str) -> dict[str, RuleState]:
         t = alert_state_table.c
@@ -347,9 +398,22 @@ class Evaluator:
                     rollout=name, rule=tr.rule.name, severity=tr.rule.severity, event=tr.kind,
                     value=_first_value(tr), detail=json.dumps(detail), at=tr.at))
 
-    def _announce(self, name: str, t: Transition) -> None:
+    def incident(self, severity: str) -> Incident:
+        """The runbook's incident label and response target of an alert severity."""
+        return self.runbook.severities[severity]
+
+    def _transition_dict(self, t: Transition, applied: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """A transition as JSON: the rule's incident label and response target, its rollback, and — on
+        the firing of the rule whose rollback was applied — what was applied (else ``None``)."""
+        incident = self.incident(t.rule.severity)
+        mine = applied is not None and t.kind == "fired" and applied["rule"] == t.rule.name
+        return _transition_dict(t) | {"sev": incident.label, "response": incident.response,
+                                      "rollback": t.rule.rollback.describe() if t.rule.rollback else None,
+                                      "applied": dict(applied) if mine and applied else None}
+
+    def _announce(self, name: str, t: Transition, payload: Mapping[str, Any]) -> None:
         app: Flask = self.app
-        payload = _transition_dict(t) | {"rollout": name}
+        payload = {**payload, "rollout": name}
         level = logging.WARNING if t.kind == "fired" else logging.INFO
         log.log(level, "%s", alert_line(name, t))  # the JSON record goes to the JSONL log, below
         if self.jsonlog is not None:
@@ -357,23 +421,42 @@ class Evaluator:
                                       **payload})
         signal = signals.alert_fired if t.kind == "fired" else signals.alert_resolved
         signal.send(app, rollout=name, rule=t.rule.name, severity=t.rule.severity, values=_plain(t.values),
-                    action=t.rule.action, description=t.rule.description)
+                    action=t.rule.action, description=t.rule.description, sev=payload["sev"],
+                    response=payload["response"], applied=payload.get("applied"))
         self.notifications.route({"event": f"alert_{t.kind}", **payload}, t.rule.notify)
 
-    def _auto_rollback(self, name: str, rule: Rule, named: Mapping[str, Value]) -> bool:
-        """Roll back to 0 % for a firing CRITICAL rule; a concurrent write is re-read and rolled back over.
+    def _rule_rollback(self, name: str, rules: list[Rule], snap: FlagSnapshot,
+                       named: Mapping[str, Value]) -> dict[str, Any] | None:
+        """Apply the lowest rollback the firing rules ask for, conditional on the flags version read.
 
-        A write that fails outright (SQL down) leaves the rule firing, so the next
-        evaluation tries again; once it lands the percentage change re-arms the rules.
+        ``previous`` is read from the audit, ``halve`` from the percentage read; a
+        concurrent write is re-read and rolled back over (a rollback always wins). A write
+        that fails outright (SQL down) leaves the rules firing, so the next evaluation tries
+        again; once it lands the percentage change re-arms the rules.
         """
+        current = snap.percentage
+        rows = [r for r in self.store.audit(name, limit=500) if r["flag"] == PERCENTAGE]
+        previous = percentage_before(((r["old_value"], r["new_value"]) for r in rows), current)
+        rank = {s: i for i, s in enumerate(SEVERITIES)}
+        target, _, _, rule, action = min((r.rollback.target(current, previous), rank[r.severity], i, r, r.rollback)
+                                         for i, r in enumerate(rules) if r.rollback is not None)
+        if target >= current:
+            return None
         values = {m: named.get(m) for m in sorted(rule.condition.metrics)}
+        incident = self.incident(rule.severity)
+        reason = (f"{rule.name} ({incident.label} {rule.severity}): {action.describe()}, "
+                  f"{current:g} → {target:g} % at flags v{snap.version}; {_values_text(_plain(values))}")
+        applied = {"rule": rule.name, "from": current, "to": target, "flag_version": snap.version,
+                   "enter_shadow": rule.enter_shadow if rule.enter_shadow is not None
+                   else (target == 0 and self.flags.shadow_at_zero), "landed": False}
         try:
-            made = self.flags.rollback(name, 0, actor=AUTO_ROLLBACK_ACTOR,
-                                       reason=f"{rule.name} ({rule.severity}): {_values_text(_plain(values))}")
+            made = self.flags.rollback(name, target, actor=AUTO_ROLLBACK_ACTOR, reason=reason[:MAX_REASON],
+                                       enter_shadow=rule.enter_shadow, expected_version=snap.version)
         except SQLAlchemyError:
             log.exception("v2rollout: auto-rollback of %s could not be written; retrying at the next evaluation", name)
-            return False
-        return bool(made)
+            return applied
+        applied["landed"] = bool(made)
+        return applied
 
     def _autopilot(self, name: str, now: float) -> dict[str, Any]:
         snap = self.store.read_fresh(name)
@@ -382,6 +465,10 @@ class Evaluator:
         elapsed_ok = last is None or now - last >= self.watch_s
         action = autopilot_step(stage, decision, matrix, elapsed_ok, current_percentage=snap.percentage,
                                 stages=self.stages)
+        if action.kind == "advance" and self.windows is not None and not self.windows.is_open(now):
+            opens = datetime.fromtimestamp(self.windows.next_open(now), UTC).isoformat()
+            action = Action("hold", f"{action.reason}; outside the decision windows ({self.windows.text}): "
+                                    f"next advance at {opens}")
         result = {"kind": action.kind, "reason": action.reason, "target": action.target_percentage, "at": now}
         if action.kind != "hold":
             self._apply(name, action, snap)
@@ -394,7 +481,8 @@ class Evaluator:
         """A rollback always lands (re-read on conflict); an advance only on the flags it was decided from."""
         assert action.target_percentage is not None
         if action.kind == "rollback":
-            self.flags.rollback(name, action.target_percentage, actor=AUTOPILOT_ACTOR, reason=action.reason)
+            self.flags.rollback(name, action.target_percentage, actor=AUTOPILOT_ACTOR, reason=action.reason,
+                                expected_version=snap.version)
             return
         changes: dict[str, Any] = {PERCENTAGE: action.target_percentage}
         if action.stage is not None:
@@ -429,6 +517,9 @@ class Evaluator:
                 "rollout": rollout, "rule": rule_name, "state": st.status, "since": st.since,
                 "fired_at": st.fired_at, "evaluated_at": st.evaluated_at, "no_data": st.no_data,
                 "severity": rule.severity if rule else None,
+                "sev": self.incident(rule.severity).label if rule else None,
+                "response": self.incident(rule.severity).response if rule else None,
+                "rollback": rule.rollback.describe() if rule and rule.rollback else None,
                 "description": rule.description if rule else None, "action": rule.action if rule else None,
                 "notify": list(rule.notify) if rule else [],
             })
@@ -482,10 +573,18 @@ class GateReport(TypedDict):
     criteria: list[CriterionReport]
     latency_test: dict[str, Any] | None
     matrix: MatrixReport
+    #: the earliest epoch second the autopilot may advance (minimum duration, watch interval, decision
+    #: windows); None at the last stage. It advances then only if the gate says GO.
+    next_advance_at: float | None
+    #: whether now is inside a decision window (always true without V2ROLLOUT_DECISION_WINDOWS)
+    decision_window_open: bool
+    #: calculations and users of allow/deny-listed users in the stage, by arm (not in the gate's arms)
+    targeted: dict[str, dict[str, int]]
 
 
 def gate_report(name: str, stage: Stage, decision: GateDecision, matrix: Decision, line: Mapping[str, Any],
-                upcoming: Stage | None, flag_version: int | None = None) -> GateReport:
+                upcoming: Stage | None, flag_version: int | None = None, *, next_advance_at: float | None = None,
+                window_open: bool = True, targeted: Mapping[str, dict[str, int]] | None = None) -> GateReport:
     """A gate decision as plain JSON-able data; a criterion's threshold is its condition."""
     return {
         "rollout": name,
@@ -511,6 +610,9 @@ def gate_report(name: str, stage: Stage, decision: GateDecision, matrix: Decisio
         "latency_test": dataclasses.asdict(decision.latency_test) if decision.latency_test else None,
         "matrix": {"severity": matrix.severity, "action": matrix.action, "target_percentage": matrix.target_percentage,
                    "signals": list(matrix.signals)},
+        "next_advance_at": next_advance_at,
+        "decision_window_open": window_open,
+        "targeted": dict(targeted or {}),
     }
 
 

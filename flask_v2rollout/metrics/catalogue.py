@@ -29,7 +29,8 @@ with the observed value as their point:
   seam, :func:`conversion_interval`); ``v2_vs_v1_conversion_observed_pct`` is its point;
 * ``v2_minus_v1_error_rate_pct`` — v2's error rate minus v1's, in points;
 * ``v2_fallback_vs_previous_stage_pct`` — v2's fallback rate minus the previous stage's, in points;
-* ``v2_vs_v1_latency_pct`` — v2's geometric-mean latency as a percentage of v1's (stage windows only).
+* ``v2_vs_v1_latency_pct`` — v2's geometric-mean latency as a percentage of v1's (stage windows only);
+* ``v2_vs_v1_complaints_pct`` — v2's complaining users (``track_event("complaint")``) as a percentage of v1's.
 
 Compared with a number an interval is true only when the whole interval
 satisfies the comparison, false only when the whole interval violates it,
@@ -253,6 +254,42 @@ def _conversion_observed(f: Facts) -> Value:
     return None if ratio is None else ratio * 100
 
 
+def _events(arm: str, name: str) -> Callable[[Facts], Value]:
+    def compute(f: Facts) -> Value:
+        return float(f.arm(arm).get("events", {}).get(name, 0)) if f.arm(arm) else None
+    return compute
+
+
+def _event_rate_vs_v1(name: str) -> Callable[[Facts], Value]:
+    """v2's share of users with the event as a percentage of v1's, with anytime-valid bounds (an interval).
+
+    A user's second event counts once (at most one per user in each arm); None below the
+    users minimum or without an event in each arm (no baseline to compare with).
+    """
+    def compute(f: Facts) -> Value:
+        v2_users, v1_users = _num(f.arm("v2").get("users")), _num(f.arm("v1").get("users"))
+        least = max(f.minimums["users"], 1)
+        if v2_users is None or v1_users is None or v2_users < least or v1_users < least:
+            return None
+        v2_events = min(float(f.arm("v2").get("events", {}).get(name, 0)), v2_users)
+        v1_events = min(float(f.arm("v1").get("events", {}).get(name, 0)), v1_users)
+        return conversion_interval(v2_events, v2_users, v1_events, v1_users, alpha=f.alpha, tuning=f.tuning)
+    return compute
+
+
+def _expected_v2(f: Facts) -> Value:
+    """v2 calculations the percentage predicts in the window, from every call made (v1 and v2)."""
+    calls = [_num(f.arm(a).get("calculations")) for a in ("v1", "v2")]
+    if f.percentage is None or calls[0] is None or calls[1] is None:
+        return None
+    return (calls[0] + calls[1]) * f.percentage / 100.0
+
+
+def _total_calculations(f: Facts) -> Value:
+    calls = [_num(f.arm(a).get("calculations")) for a in ("v1", "v2")]
+    return None if calls[0] is None or calls[1] is None else calls[0] + calls[1]
+
+
 def _users_per_arm(f: Facts) -> Value:
     users = [_num(f.arm(a).get("users")) for a in ("v2", "v1")]
     return min(u for u in users if u is not None) if all(u is not None for u in users) else None
@@ -344,7 +381,20 @@ CATALOGUE: tuple[Metric, ...] = (
            _field("v2", "unhandled"), "unhandled"),
     Metric("v2_timeouts_pct", PERCENT, "v2", "share of v2 calls slower than V2ROLLOUT_SLOW_CALL_MS",
            _field("v2", "slow_pct"), "slow calls"),
+    Metric("v2_timeouts_per_min", COUNT, "v2", "v2 calls slower than V2ROLLOUT_SLOW_CALL_MS per minute (a rate)",
+           _field("v2", "slow_per_min"), "slow calls/min"),
+    Metric("v2_expected_calculations", COUNT, "v2",
+           "v2 calculations the percentage predicts from all calls in the window", _expected_v2, "expected v2 calls"),
+    Metric("v2_complaints", COUNT, "v2", 'complaints of v2 users (track_event("complaint"))',
+           _events("v2", "complaint"), "v2 complaints"),
     *_arm_metrics("v1", None),
+    Metric("v1_complaints", COUNT, "v1", 'complaints of v1 users (track_event("complaint"))',
+           _events("v1", "complaint"), "v1 complaints"),
+    Metric("v2_vs_v1_complaints_pct", PERCENT, "both",
+           "v2 complaints per user as a percentage of v1's, with anytime-valid bounds (an interval; no data below "
+           "the users minimum or without complaints in each arm)", _event_rate_vs_v1("complaint"), "complaints vs v1",
+           interval=True),
+    Metric("total_calculations", COUNT, "both", "calculations of both arms", _total_calculations, "calculations"),
     Metric("conversion_users_per_arm", COUNT, "both", "users in the smaller arm: the conversion sample",
            _users_per_arm, "users per arm"),
     Metric("rollout_users", COUNT, "both", "users in both arms: the sample-ratio sample", _rollout_users,

@@ -46,6 +46,8 @@ LATE = "late"
 RESPONSE = "response"
 #: counter rows SQL refused for good (app-wide; key = the reason)
 QUARANTINED = "quarantined"
+#: a host's business event (``track_event``) in the arm of its user; key = the event's name
+EVENT = "event"
 #: longest label stored in a counter key (the SQL column holds 200)
 MAX_LABEL = 200
 #: rollout/arm used for app-wide counters (database failures)
@@ -243,6 +245,10 @@ class Recorder:
             with self._lock:
                 self._expose_locked((rollout, arm, clean_label(user_id)), int(self.clock()), True)
 
+    def event(self, rollout: str, arm: str, name: str, count: float = 1.0) -> None:
+        """A host's business event (a complaint, a refund) counted in the arm of the user it concerns."""
+        self._add([(rollout, arm, EVENT, clean_label(name), float(count))])
+
     def hung(self, rollout: str, arm: str) -> None:
         """A call still running past the slow threshold: counted now as a slow calculation."""
         self._add([(rollout, arm, CALCULATIONS, "", 1.0), (rollout, arm, SLOW, "", 1.0),
@@ -324,10 +330,13 @@ class ArmSummary(TypedDict):
     responses: dict[str, int]
     slow: int
     slow_pct: float | None
+    slow_per_min: float
     conversions: int
     users: int
     converted_users: int
     conversion_rate_pct: float | None
+    #: the host's business events (``track_event``) by name
+    events: dict[str, int]
 
 
 class ShadowSummary(TypedDict):
@@ -372,10 +381,12 @@ def summarize_arm(metrics: Mapping[str, Mapping[str, float]], minutes: float,
         "responses": {k: int(v) for k, v in metrics.get(RESPONSE, {}).items()},
         "slow": int(slow),
         "slow_pct": _pct(slow, calcs),
+        "slow_per_min": slow / minutes if minutes else 0.0,
         "conversions": int(sum(metrics.get(CONVERSION, {}).values())),
         "users": users,
         "converted_users": converted,
         "conversion_rate_pct": _pct(converted, users),
+        "events": {k: int(v) for k, v in metrics.get(EVENT, {}).items()},
     }
     if bins:
         summary["latency_bins"] = bins_

@@ -13,6 +13,8 @@ description, action`` and, optionally, ``for`` and ``keep_firing_for``
 * ``min_sample``: the calculations the rule's rates need in the window before the
   rule is judged at all (default ``V2ROLLOUT_ALERT_MIN_CALCULATIONS``): a rate over
   4 calls is noise. Below it the condition is unknown.
+* ``rollback`` and ``enter_shadow``: what the rule does to the rollout when it
+  fires (see :mod:`.actions`); a CRITICAL rule rolls back to 0 unless it says otherwise.
 
 No data is an outcome of its own: a firing rule whose condition turns unknown
 (no metric value, or too small a sample) resolves as ``no data`` once
@@ -32,6 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
+from .actions import RollbackAction, action_from
 from .conditions import (
     AlertRuleError,
     Condition,
@@ -47,7 +50,7 @@ from .conditions import (
 
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
 FIELDS = ("name", "condition", "severity", "notify", "description", "action")
-OPTIONAL_FIELDS = ("for", "keep_firing_for", "min_sample")
+OPTIONAL_FIELDS = ("for", "keep_firing_for", "min_sample", "rollback", "enter_shadow")
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 Severity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW"]
@@ -70,6 +73,10 @@ class Rule:
     min_sample: float | None = None
     #: the samples its metrics need before it is judged (resolved by the runbook loader)
     min_samples: tuple[MinSample, ...] = ()
+    #: what firing does to the rollout (``rollback:``); None: nothing by itself
+    rollback: RollbackAction | None = None
+    #: the rollback also turns shadow mode on (``enter_shadow:``); None: when it lands on 0 % and configured so
+    enter_shadow: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,8 @@ def rule_from(
                 durations[field] = parse_duration(str(item[field]))
             except ValueError as exc:
                 problems.append(Problem(label, f"{field}: {exc}", repr(item[field])))
+    rollback, enter_shadow, found = action_from(item, label, severity)
+    problems += found
     condition = None
     if isinstance(item.get("condition"), str) and item["condition"].strip():
         try:
@@ -187,7 +196,7 @@ def rule_from(
     rule = Rule(str(name), condition, cast(Severity, severity), tuple(cast(list[str], notify)),
                 item["description"].strip(), item["action"].strip(),
                 durations.get("for", condition.hold_s), durations.get("keep_firing_for", 0.0),
-                None if min_sample is None else float(min_sample))
+                None if min_sample is None else float(min_sample), rollback=rollback, enter_shadow=enter_shadow)
     return rule, []
 
 

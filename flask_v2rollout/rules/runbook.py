@@ -34,6 +34,10 @@ Sections (every one optional in a host file; unknown keys are refused):
 ``rules``
     alert rules (see :mod:`.alerts`). Same name replaces the whole rule, a new
     name is appended.
+``severities``
+    mapping ``SEVERITY: {label, response}`` — the incident label (``SEV-1``) and
+    response target every alert of that severity carries in its payload. A host
+    entry replaces the given keys of that severity.
 
 Conditions may read the metrics catalogue's names, the declared probes and
 ``check_<key>`` for each manual check; anything else is refused.
@@ -74,12 +78,13 @@ from .gates import (
 )
 
 PACKAGED_FILE = "runbook.yaml"
-SECTIONS = ("stages", "probes", "manual_checks", "gates", "matrices", "rules")
+SECTIONS = ("stages", "probes", "manual_checks", "gates", "matrices", "rules", "severities")
 _STAGE_KEYS = ("name", "percentage", "shadow", "min_duration")
 _PROBE_KEYS = ("name", "unit", "description")
 _GATE_KEYS = ("name", "from", "to", "shoulds_required", "latency", "criteria")
 _CRITERION_KEYS = ("name", "kind", "description", "condition", "pass", "fail", "label")
 _ROW_KEYS = ("severity", "signals", "action", "target")
+_SEVERITY_KEYS = ("label", "response")
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,14 @@ class Probe:
     name: str
     unit: Unit
     description: str
+
+
+@dataclass(frozen=True)
+class Incident:
+    """The runbook's incident class of an alert severity: its label (``SEV-1``) and response target."""
+
+    label: str
+    response: str
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,8 @@ class Runbook:
     probes: Mapping[str, Probe]
     manual_checks: Mapping[str, str]
     sources: tuple[str, ...]
+    #: severity → incident label and response target (every severity has one)
+    severities: Mapping[str, Incident]
 
     @property
     def metrics(self) -> Mapping[str, Unit]:
@@ -179,12 +194,20 @@ def _merge(merged: dict[str, Any], data: dict[str, Any], origin: dict[str, str],
         if section in lists and not isinstance(value, list):
             problems.append(Problem(None, f"'{section}' must be a list", file=file))
             continue
-        if section in ("manual_checks", "matrices") and not isinstance(value, dict):
+        if section in ("manual_checks", "matrices", "severities") and not isinstance(value, dict):
             problems.append(Problem(None, f"'{section}' must be a mapping", file=file))
             continue
         if section == "manual_checks":
             merged.setdefault(section, {}).update(value)
             origin.update({f"check:{k}": file for k in value})
+        elif section == "severities":
+            for key, entry in value.items():
+                current = merged.setdefault(section, {}).setdefault(key, {})
+                if isinstance(entry, dict) and isinstance(current, dict):
+                    current.update(entry)
+                else:
+                    merged[section][key] = entry
+                origin[f"severity:{key}"] = file
         elif section == "matrices":
             problems += _merge_matrices(merged.setdefault(section, {}), value, origin, file)
         elif section == "rules":
@@ -341,9 +364,30 @@ class _Builder:
             "users": self.minimums["users"],
         })) for rule in rules]
         self.problems += [replace(p, file=self.origin.get(f"rule:{p.rule}", self.default_file)) for p in found]
+        severities = self.severities()
         if self.problems:
             raise AlertRuleError(self.problems, sources[-1])
-        return Runbook(stages, gates, matrices, RuleSet(tuple(rules), " + ".join(sources)), probes, checks, sources)
+        return Runbook(stages, gates, matrices, RuleSet(tuple(rules), " + ".join(sources)), probes, checks, sources,
+                       severities)
+
+    def severities(self) -> dict[str, Incident]:
+        out = {}
+        given = self.data.get("severities", {})
+        for key in sorted(set(given) - set(SEVERITIES), key=str):
+            self.problem(f"severity:{key}", f"severity {key}", f"severity must be one of {', '.join(SEVERITIES)}")
+        for severity in SEVERITIES:
+            item = given.get(severity)
+            key, label = f"severity:{severity}", f"severity {severity}"
+            if item is None:
+                self.problem("severities", label, "every severity needs its label and response")
+                continue
+            if not self._keys(key, label, item, _SEVERITY_KEYS, _SEVERITY_KEYS):
+                continue
+            if not all(isinstance(item[k], str) and item[k].strip() for k in _SEVERITY_KEYS):
+                self.problem(key, label, "label and response must be non-empty text")
+                continue
+            out[severity] = Incident(item["label"].strip(), " ".join(item["response"].split()))
+        return out
 
     def _keys(self, key: str, label: str, item: Any, allowed: tuple[str, ...], required: tuple[str, ...]) -> bool:
         if not isinstance(item, dict):

@@ -126,6 +126,7 @@ def test_probes_on_an_empty_database(hand_db: sqlite3.Connection, tmp_path: Path
     path = str(tmp_path / "hand.db")
     assert probes.qbs_with_v2_data_pct(path, 2025) is None
     assert probes.weeks_of_data_available(path, 2025) == 0
+    assert probes.qbs_falling_back_to_v1_pct(path, 2025) is None and probes.weeks_of_data_behind(path, 2025) is None
     assert probes.last_game_log_import_hours_ago(path) is None
 
 
@@ -137,3 +138,11 @@ def test_missing_index_is_reported(generated_db: Path, tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     assert probes.indexes_present(str(copy)) == (False, "missing: idx_game_log_season_week")
+
+
+def test_qbs_falling_back_and_weeks_behind_on_the_generated_data(generated_db: Path) -> None:
+    path = str(generated_db)
+    falling = probes.qbs_falling_back_to_v1_pct(path, 2025)
+    assert falling is not None and 10.0 <= falling <= 20.0  # every 2025 passer is in the game log here
+    assert falling == round(100.0 - (probes.qbs_with_v2_data_pct(path, 2025) or 0), 2)
+    assert probes.weeks_of_data_behind(path, 2025) == 0  # weeks_of_data_available (7) = the current week
