@@ -275,3 +275,14 @@ def test_conditions_read_as_people_say_them(text: str, words: str) -> None:
                                                (None, "–")])
 def test_durations_read_in_one_unit_above_an_hour(seconds: float | None, text: str) -> None:
     assert wording.duration(seconds) == text
+
+
+def test_the_api_serves_the_gate_history(canary: tuple[Flask, V2Rollout, Clock]) -> None:
+    app, _, _ = canary
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    history = client.get("/v2rollout/api/rollouts/calc/gate/history?points=3", headers=auth)
+    assert history.status_code == 200 and history.json["stage"] == "canary"
+    assert [len(points) for points in history.json["metrics"].values()] == [3] * len(history.json["metrics"])
+    assert client.get("/v2rollout/api/rollouts/calc/gate/history?points=0", headers=auth).status_code == 400
+    assert client.get("/v2rollout/api/rollouts/nope/gate/history", headers=auth).status_code == 404
