@@ -224,6 +224,8 @@ def test_one_stage_back_and_a_chosen_lower_step(tmp_path: Path) -> None:
     assert (newest["old_value"], newest["new_value"], newest["reason"]) == (50.0, 10.0, "one stage back")
     after = client.get(PAGE).get_data(as_text=True)
     assert "One stage back (10 % → 0 %)…" in after
+    # no call since the rollback: no guardrail chart drawn from nothing, a word instead
+    assert 'id="guardrails-waiting"' in after and "band-chart" not in after
 
 
 def test_alerts_and_gate_say_when_they_were_last_evaluated(tmp_path: Path) -> None:

@@ -149,7 +149,7 @@ class GuardrailChart:
 
 
 def guardrail_charts(history: Mapping[str, Any], criteria: Sequence[Mapping[str, Any]]) -> list[GuardrailChart]:
-    """A difference-over-time chart per interval metric the current gate reads."""
+    """A difference-over-time chart per interval metric the current gate reads and has data for."""
     out = []
     x_range = (float(history["entered_at"]), max(float(history["now"]), float(history["entered_at"]) + 60.0))
     for metric, points in history["metrics"].items():
@@ -165,12 +165,13 @@ def guardrail_charts(history: Mapping[str, Any], criteria: Sequence[Mapping[str,
 
         rows = [(p["at"], p["point"], p["lower"], p["upper"]) for p in points]
         latest = next((p for p in reversed(points) if p["point"] is not None), None)
+        if latest is None:
+            continue
         title = f"{wording.label(metric)} ({'× v1' if ratio else 'points' if kind == 'points' else metric})"
         svg = band_chart(f"guardrail-{metric}", title, rows, x_range,
                          thresholds=wording.thresholds_on(metric, criteria), reference=100.0 if ratio else 0.0,
                          floor=0.0 if ratio else None, fmt=fmt)
         out.append(GuardrailChart(
-            metric, title, wording.amount(latest["point"], kind) if latest else "–",
-            wording.interval_text(latest["lower"], latest["upper"], kind) if latest else "",
-            svg))
+            metric, title, wording.amount(latest["point"], kind),
+            wording.interval_text(latest["lower"], latest["upper"], kind), svg))
     return out

@@ -215,13 +215,16 @@ def _page(name: str, range_key: str) -> dict[str, Any]:
     targets = wording.targets(gate["criteria"])
     rendered_at = time.time()
     marks = markers(ext.audit(name, limit=MARKER_ROWS), ext.alert_history(name, limit=MARKER_ROWS))
+    history = ext.gate_history(name, points=GUARDRAIL_POINTS)
+    guardrails = guardrail_charts(history, gate["criteria"])
     return {
         "name": name,
         "flag_version": flag_state["version"],
         "flags": flags,
         "gate": gate,
         "rows": [wording.row(c) for c in gate["criteria"]],
-        "guardrails": guardrail_charts(ext.gate_history(name, points=GUARDRAIL_POINTS), gate["criteria"]),
+        "guardrails": guardrails,
+        "guardrails_waiting": [wording.label(m) for m in history["metrics"]] if not guardrails else [],
         "targets": targets,
         "tiles": _tiles(now, targets),
         "next_action": wording.next_action(gate=gate, autopilot=status["autopilot"],
