@@ -29,13 +29,13 @@ TOKEN = "browser-test-token-0123456789"
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
-def shoot(page: Any, name: str, *, full_page: bool = False) -> None:
-    """A screenshot in test-artifacts/, and in docs/img/ when UPDATE_SCREENSHOTS=1."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / name, full_page=full_page)
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
-        DOCS_IMG.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=DOCS_IMG / name, full_page=full_page)
+def shoot(page: Any, name: str, *, full_page: bool = False, height: int | None = None) -> None:
+    """A screenshot in test-artifacts/, and in docs/img/ when UPDATE_SCREENSHOTS=1 (``height``: the page's top)."""
+    clip = None if height is None else {"x": 0, "y": 0, "width": page.viewport_size["width"], "height": height}
+    folders = [ARTIFACTS] + ([DOCS_IMG] if os.environ.get("UPDATE_SCREENSHOTS") == "1" else [])
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=folder / name, full_page=full_page or clip is not None, clip=clip)
 
 
 def seed_an_hour_of_traffic(app: Flask, ext: V2Rollout) -> None:
@@ -213,7 +213,8 @@ def test_operator_steps_back_one_stage_and_sees_the_audit_row(
             expect(page.locator(".criteria")).to_contain_text("× v1")
             expect(page.locator(".guardrails svg").first).to_be_visible()
             expect(page.locator("#next-action")).to_contain_text("Autopilot")
-            shoot(page, "dashboard.png", full_page=True)
+            shoot(page, "dashboard.png", height=1240)
+            shoot(page, "dashboard-full.png", full_page=True)
 
             page.get_by_role("button", name="One stage back (50 % → 10 %)…").click()
             expect(page.get_by_role("heading", name="Confirm rollback of calc")).to_be_visible()
@@ -232,7 +233,7 @@ def test_operator_steps_back_one_stage_and_sees_the_audit_row(
             page.get_by_role("link", name="Last 6 hours").click()
             expect(page.locator("#chart-errors .marker-change")).to_have_count(3)
             expect(page.locator("#chart-errors .marker-rollback")).to_have_count(1)
-            shoot(page, "dashboard-after-rollback.png", full_page=True)
+            shoot(page, "dashboard-after-rollback.png", height=1240)
 
             page.get_by_role("link", name="Full audit log").click()
             changes = page.locator("table").first.locator("tbody tr")
