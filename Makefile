@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test pytest typecheck lint docs clean
+.PHONY: demo test pytest typecheck lint docs screenshots clean
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: $(STAMP)
 # The site goes to site/ (git-ignored); --strict fails on broken links and anchors.
 docs: $(STAMP)
 	$(MKDOCS)
+
+# The browser test refreshes the dashboard pictures in docs/img/ (a real Chromium; see docs/admin.md).
+screenshots: $(STAMP)
+	UPDATE_SCREENSHOTS=1 $(PYTEST) -p no:randomly tests/e2e/test_dashboard_browser.py
 
 clean:
 	rm -rf $(VENV) build site *.egg-info .mypy_cache .ruff_cache

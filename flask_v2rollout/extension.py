@@ -17,7 +17,7 @@ from .admin import register_admin
 from .approvals import APPROVED
 from .binding import Binding
 from .compare import Comparator, Extractor
-from .decisions.evaluator import GateReport
+from .decisions.evaluator import GateHistory, GateReport
 from .dispatch import Calculator, Outcome
 from .errors import (
     ApprovalError,
@@ -411,6 +411,14 @@ class V2Rollout:
         self._rollout(name)
         runtime = self._runtime()
         return runtime.evaluator.gate(name, runtime.clock())
+
+    def gate_history(self, name: str, *, points: int = 24) -> GateHistory:
+        """The current gate's anytime-valid intervals at ``points`` times since the stage began (charts)."""
+        self._rollout(name)
+        if not 1 <= points <= 500:
+            raise ValueError("points must be between 1 and 500")
+        runtime = self._runtime()
+        return runtime.evaluator.gate_history(name, runtime.clock(), points=points)
 
     def status(self, name: str) -> Status:
         """Flags, stage, gate summary, active alerts and the autopilot's last word."""

@@ -61,6 +61,8 @@ SAFE_FLAGS: dict[str, Any] = dict(RUNBOOK_DEFAULTS)
 #: The longest text stored with a change, per field: checked before any SQL, so SQLite (which would store
 #: anything) and PostgreSQL (which would raise) refuse the same input the same way.
 MAX_ACTOR = 200
+#: CREATE TABLE attempts when other processes create the same tables at the same time
+SCHEMA_ATTEMPTS = 5
 MAX_REASON = 1000
 MAX_NOTE = 2000
 #: a number as an operator types it: ASCII digits only (no ``1_0``, no other scripts' digits)
@@ -245,6 +247,7 @@ class FlagStore:
         self._written: dict[str, int] = {}
         self._write_seq = 0
         self._healthy = True
+        self._schema_lock = threading.Lock()
         #: background refreshes started by this process (tests read it)
         self.refreshes = 0
         _settle_at_fork(self)
@@ -262,19 +265,27 @@ class FlagStore:
             file.check()
         if self._tables_ready:
             return
-        if self._create_tables:
-            try:
-                metadata.create_all(self._engine(), checkfirst=True)
-            except (IntegrityError, ProgrammingError, OperationalError):
-                # Another process created them between our check and our CREATE.
-                metadata.create_all(self._engine(), checkfirst=True)
-        else:
+        with self._schema_lock:  # one thread of this process creates; the others wait for it
+            if not self._tables_ready:
+                self._create_or_check()
+                self._tables_ready = True
+        if file is not None:
+            file.check()  # records the identity of a file the first connect has just created
+
+    def _create_or_check(self) -> None:
+        if not self._create_tables:
             missing = sorted(set(metadata.tables) - set(inspect(self._engine()).get_table_names()))
             if missing:
                 raise MissingTablesError(missing)
-        self._tables_ready = True
-        if file is not None:
-            file.check()  # records the identity of a file the first connect has just created
+            return
+        for attempt in range(SCHEMA_ATTEMPTS):
+            try:
+                metadata.create_all(self._engine(), checkfirst=True)
+                return
+            except (IntegrityError, ProgrammingError, OperationalError):
+                # Another process created a table between our check and our CREATE: check again.
+                if attempt == SCHEMA_ATTEMPTS - 1:
+                    raise
 
     def _store_file(self) -> StoreFile | None:
         if not self._file_resolved:
@@ -368,6 +379,7 @@ class FlagStore:
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+        self._schema_lock = threading.Lock()
         self._idle = threading.Condition()
 
     def wait_idle(self, timeout: float) -> bool:

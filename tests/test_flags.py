@@ -109,3 +109,41 @@ def test_invalid_defaults_fail_at_setup(make_app) -> None:
         make_app(V2Rollout(), V2ROLLOUT_DEFAULTS={"v2_rollout_percentage": 150})
     with pytest.raises(ValueError, match="defaults of rollout"):
         V2Rollout().register("x", v1=abs, v2=abs, defaults={"v2_shadow_mode_enabled": "yes"})
+
+
+def test_threads_first_using_a_fresh_store_all_find_its_tables(tmp_path) -> None:
+    """The first requests of a new app race to create the tables: none sees an error, nothing is counted as one."""
+    import threading
+
+    from tests.helpers import build_app
+
+    app, ext = build_app(tmp_path)
+    ext.register("calc", v1=lambda x: x, v2=lambda x: x * 10)
+    barrier = threading.Barrier(8, timeout=30)
+    errors: list[BaseException] = []
+
+    def first_use(i: int) -> None:
+        try:
+            with app.app_context():
+                barrier.wait()
+                if i == 1:  # one writer: concurrent writers would (rightly) conflict
+                    ext.set_flag("calc", "v2_rollout_percentage", 50, actor="t1")
+                else:
+                    ext.flags("calc")
+                ext.calculate("calc", i, user_id=f"u{i}")
+                assert ext.flush()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    with app.app_context():
+        health = ext.health()
+        assert ext.metrics("calc", "5m")["db_errors"] == 0
+        assert ext.audit_count("calc") == 1
+    assert health["flag_store"]["failures"] == 0 and health["metrics"]["flush_failures"] == 0, health

@@ -156,6 +156,12 @@ def get_gate(name: str) -> Any:
     return _ext().gate(name)
 
 
+@bp.get("/rollouts/<name>/gate/history")
+def get_gate_history(name: str) -> Any:
+    points = inputs.bounded_int(request.args.get("points"), "points", default=24, low=1, high=inputs.MAX_POINTS)
+    return _ext().gate_history(name, points=points)
+
+
 @bp.get("/rollouts/<name>/checks")
 def get_checks(name: str) -> Any:
     return {"rollout": name, "checks": _ext().checks(name)}

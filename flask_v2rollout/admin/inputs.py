@@ -18,6 +18,8 @@ __all__ = ["MAX_NOTE", "MAX_REASON"]
 MAX_VERSION = 2**63 - 1
 MAX_PAGE = 1_000_000
 MAX_PER_PAGE = 200
+#: points of a gate history (each is one window read)
+MAX_POINTS = 200
 
 
 def reason(value: Any, field: str = "reason", limit: int = MAX_REASON) -> str | None:

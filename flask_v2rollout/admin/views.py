@@ -18,8 +18,9 @@ from ..binding import RolloutAPI, binding
 from ..errors import ApprovalRequired, RolloutError
 from ..flags import FLAG_NAMES, PERCENTAGE, parse_flag_text
 from ..roles import APPROVER, OPERATOR
-from . import auth, inputs
-from .charts import RANGES, build_charts
+from ..rules.gates import previous_percentage
+from . import auth, inputs, wording
+from .charts import RANGE_NAMES, RANGES, build_charts, guardrail_charts, markers
 from .errors import AdminError, bad_input, from_rollout_error
 from .svg import number
 
@@ -32,6 +33,12 @@ APPROVE_ENDPOINTS = frozenset({"v2rollout.views.approve"})
 MAX_NEXT = 2000
 AUDIT_PER_PAGE = 50
 RECENT_AUDIT = 8
+#: flag changes and alerts read for the charts' markers
+MARKER_ROWS = 200
+#: points of each guardrail's difference-over-time chart
+GUARDRAIL_POINTS = 24
+#: the lower steps the rollback control offers (the runbook's path and the matrices' targets)
+ROLLBACK_STEPS = (50.0, 25.0, 10.0, 5.0, 0.0)
 #: sign-ins, sign-outs and refused credentials shown under the audit log
 ACCESS_ROWS = 50
 FLAG_LABELS = {
@@ -81,7 +88,7 @@ def _helpers() -> dict[str, Any]:
     return {
         "csrf_token": auth.csrf_token, "actor": g.get("v2rollout_actor"), "role": g.get("v2rollout_role"),
         "signed_in_with_token": auth.session_actor() is not None, "token_login": auth.token_enabled(),
-        "pct": _pct, "num": number, "when": _when, "hours": _hours,
+        "pct": _pct, "num": number, "when": _when, "hours": wording.duration, "ago": wording.ago,
         "flag_value": _flag_value, "gate_value": _gate_value,
         "FLAG_LABELS": FLAG_LABELS, "FLAG_HELP": FLAG_HELP, "TOGGLES": TOGGLES,
     }
@@ -104,12 +111,6 @@ def _gate_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return f"{value:.4g}"
     return "–" if value is None else str(value)
-
-
-def _hours(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "–"
-    return f"{seconds / 3600:.1f} h" if seconds < 48 * 3600 else f"{seconds / 86400:.1f} d"
 
 
 def _when(stamp: Any) -> str:
@@ -203,28 +204,70 @@ def _page(name: str, range_key: str) -> dict[str, Any]:
     """Everything the rollout page shows, read fresh for this request."""
     ext = _ext()
     window, bucket = RANGES[range_key]
+    status = ext.status(name)
     gate = ext.gate(name)
     in_gate = {c["description"] for c in gate["criteria"]}
     checks = ext.checks(name)
     flag_state = ext.flag_state(name)  # flags and the version the forms send back, from one read
+    flags = flag_state["flags"]
+    percentage = float(flags[PERCENTAGE])
+    now = ext.metrics(name, "5m")
+    targets = wording.targets(gate["criteria"])
+    rendered_at = time.time()
+    marks = markers(ext.audit(name, limit=MARKER_ROWS), ext.alert_history(name, limit=MARKER_ROWS))
+    history = ext.gate_history(name, points=GUARDRAIL_POINTS)
+    guardrails = guardrail_charts(history, gate["criteria"])
     return {
         "name": name,
         "flag_version": flag_state["version"],
-        "flags": flag_state["flags"],
+        "flags": flags,
         "gate": gate,
-        "alerts": ext.alerts(name),
+        "rows": [wording.row(c) for c in gate["criteria"]],
+        "guardrails": guardrails,
+        "guardrails_waiting": [wording.label(m) for m in history["metrics"]] if not guardrails else [],
+        "targets": targets,
+        "tiles": _tiles(now, targets),
+        "next_action": wording.next_action(gate=gate, autopilot=status["autopilot"],
+                                           autopilot_on=bool(flags.get("v2_autopilot_enabled")),
+                                           percentage=percentage, now=rendered_at),
+        "one_back": previous_percentage(percentage) if percentage > 0 else None,
+        "lower_steps": [s for s in ROLLBACK_STEPS if s < percentage],
+        "alerts": status["alerts"],
         "checks": [c for c in checks if c["description"] in in_gate],
         "other_checks": [c for c in checks if c["description"] not in in_gate],
         "audit": ext.audit(name, limit=RECENT_AUDIT),
         "approvals": [a for a in ext.approvals(name) if a["status"] == "pending"],
-        "now": ext.metrics(name, "5m"),
+        "now": now,
         # the last minute of a series is still being counted: drawing it would show a false drop
-        "charts": build_charts(ext.series(name, window)[:-1], bucket),
+        "charts": build_charts(ext.series(name, window)[:-1], bucket, markers=marks, targets=targets),
         "range_key": range_key,
         "ranges": RANGES,
+        "range_names": RANGE_NAMES,
         "refresh_s": int(binding().settings.admin_refresh_s),
-        "rendered_at": time.time(),
+        "rendered_at": rendered_at,
     }
+
+
+def _tiles(now: Any, targets: dict[str, wording.Target]) -> list[dict[str, Any]]:
+    """The last five minutes' figures, each judged against its target (ok / bad / no data)."""
+    v1, v2 = now["arms"]["v1"], now["arms"]["v2"]
+
+    def tile(label: str, value: Any, unit: str, key: str | None, note: str = "") -> dict[str, Any]:
+        target = targets.get(key) if key else None
+        state = target.judge(value) if target is not None else None
+        notes = [f"target {target.text}"] if target is not None else []
+        return {"label": label, "value": number(value, unit), "state": state or "none",
+                "note": " · ".join(notes + ([note] if note else []))}
+
+    return [
+        tile("v2 calculations / min", v2["per_min"], "", None, f"v1: {number(v1['per_min'])}"),
+        tile("v2 p95", v2["p95_ms"], " ms", "p95", f"v1 {number(v1['p95_ms'], ' ms')}"),
+        tile("v2 error rate", v2["error_rate_pct"], " %", "errors", f"v1 {number(v1['error_rate_pct'], ' %')}"),
+        tile("v2 fallback rate", v2["fallback_rate_pct"], " %", "fallbacks"),
+        tile("Shadow agreement", now["shadow"]["v2"]["agreement_rate_pct"], " %", "agreement"),
+        tile("Availability", now["availability_pct"], " %", None, f"DB errors: {now['db_errors']}"
+             + (f" · rows dropped: {now['quarantined']}" if now["quarantined"] else "")),
+    ]
 
 
 @bp.get("/rollouts/<name>")

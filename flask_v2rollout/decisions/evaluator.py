@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypedDict
@@ -36,7 +37,7 @@ from ..flags import (
     validate_text,
 )
 from ..jsonlog import JsonlLog
-from ..metrics.catalogue import Facts, Minimums, values
+from ..metrics.catalogue import INTERVALS, Facts, Minimums, values
 from ..metrics.recorder import CALCULATIONS, minute_of
 from ..metrics.store import MetricStore
 from ..models import alert_events_table, alert_state_table, checks_table, counters_table, exposures_table
@@ -256,6 +257,35 @@ class Evaluator:
                 select(e.arm, func.count()).where(e.rollout == name, e.arm.in_(arms), e.last_seen >= start)
                 .group_by(e.arm)).all()}
         return {arm: {"calculations": int(calcs.get(arm) or 0), "users": int(users.get(arm) or 0)} for arm in arms}
+
+    def gate_history(self, name: str, now: float, *, points: int = 24) -> GateHistory:
+        """The current gate's interval metrics at ``points`` evenly spaced times since the stage began.
+
+        Each point is what the gate read then: the stage's window from its start to that
+        time (cumulative), so an operator sees the estimate settle and the bounds narrow.
+        """
+        snap = self.store.read_fresh(name)
+        stage = self.stage_of(snap.values)
+        line = self.timeline(name, stage, now)
+        start = float(line["entered_at"])
+        metrics = sorted({m for c in gate_for(stage.name, self.gates).criteria for m in c.metrics if m in INTERVALS})
+        previous = None
+        if line["previous_entered_at"] is not None:
+            previous = self.metric_store.window(name, 0, start, since=line["previous_entered_at"])["arms"]["v2"]
+        out: dict[str, list[HistoryPoint]] = {m: [] for m in metrics}
+        span = max(0.0, now - start)
+        for i in range(1, points + 1) if metrics else ():
+            at = start + span * i / points
+            window = self.metric_store.window(name, 0, at, since=start, bins=True)
+            facts = Facts(window, percentage=float(snap.values[PERCENTAGE]), previous_v2=previous,
+                          minimums=self.minimums, alpha=self.alpha, tuning=self.tuning)
+            named = values(facts)
+            for m in metrics:
+                v = named.get(m)
+                out[m].append({"at": at, "point": _finite(v.point), "lower": _finite(v.lower),
+                               "upper": _finite(v.upper)} if isinstance(v, Interval)
+                              else {"at": at, "point": None, "lower": None, "upper": None})
+        return {"rollout": name, "stage": stage.name, "entered_at": start, "now": now, "metrics": out}
 
     def _decide(
         self, name: str, flags: Mapping[str, Any], now: float
@@ -536,6 +566,15 @@ class Evaluator:
         return [{**dict(r), "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
 
 
+class IntervalReport(TypedDict):
+    """An anytime-valid interval a criterion read: which metric, its estimate and bounds."""
+
+    metric: str
+    point: float | None
+    lower: float
+    upper: float
+
+
 class CriterionReport(TypedDict):
     name: str
     kind: str
@@ -545,6 +584,24 @@ class CriterionReport(TypedDict):
     verdict: str
     sample: float | None
     detail: str
+    interval: IntervalReport | None
+
+
+class HistoryPoint(TypedDict):
+    at: float
+    point: float | None
+    lower: float | None
+    upper: float | None
+
+
+class GateHistory(TypedDict):
+    """Each interval metric of the current gate at past times, cumulative from the stage start."""
+
+    rollout: str
+    stage: str
+    entered_at: float
+    now: float
+    metrics: dict[str, list[HistoryPoint]]
 
 
 class MatrixReport(TypedDict):
@@ -604,6 +661,7 @@ def gate_report(name: str, stage: Stage, decision: GateDecision, matrix: Decisio
                 "name": r.criterion.name, "kind": r.criterion.kind, "description": r.criterion.description,
                 "value": r.value, "threshold": _threshold(r.criterion),
                 "verdict": r.verdict, "sample": r.sample, "detail": r.detail,
+                "interval": _interval_report(r.interval_metric, r.interval),
             }
             for r in decision.results
         ],
@@ -614,6 +672,16 @@ def gate_report(name: str, stage: Stage, decision: GateDecision, matrix: Decisio
         "decision_window_open": window_open,
         "targeted": dict(targeted or {}),
     }
+
+
+def _interval_report(metric: str | None, interval: Interval | None) -> IntervalReport | None:
+    if metric is None or interval is None:
+        return None
+    return {"metric": metric, "point": interval.point, "lower": interval.lower, "upper": interval.upper}
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
 
 
 def _threshold(c: Criterion) -> str | None:

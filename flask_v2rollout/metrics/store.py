@@ -269,7 +269,8 @@ class MetricStore:
             users = {
                 arm: (int(n), int(conv or 0))
                 for arm, n, conv in conn.execute(
-                    select(e.arm, func.count(), func.sum(case((e.converted_at >= start, 1), else_=0)))
+                    select(e.arm, func.count(),
+                           func.sum(case((and_(e.converted_at >= start, e.converted_at < end + 60), 1), else_=0)))
                     .where(e.rollout == rollout, e.last_seen >= start, e.first_seen < end + 60)
                     .group_by(e.arm)
                 ).all()

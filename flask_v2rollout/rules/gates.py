@@ -127,6 +127,8 @@ class CriterionResult:
     detail: str
     #: the confidence interval the condition read, if it read one
     interval: Interval | None = None
+    #: the metric that interval is of (the dashboard charts it over time)
+    interval_metric: str | None = None
 
 
 def _number(value: Value) -> float | None:
@@ -145,7 +147,8 @@ def evaluate_criterion(criterion: Criterion, values: Mapping[str, Value], *,
     c = criterion
     measured = c.fail_condition if c.fail_condition is not None else c.condition
     value = measured.measured(values)
-    interval = next((v for m in sorted(c.metrics) if isinstance(v := values.get(m), Interval)), None)
+    interval_metric, interval = next(((m, v) for m in sorted(c.metrics) if isinstance(v := values.get(m), Interval)),
+                                     (None, None))
     sample = _number(values.get(c.min_samples[0].metric)) if c.min_samples else None
     short = shortfall(c.min_samples, values)
     if short is not None:
@@ -158,8 +161,9 @@ def evaluate_criterion(criterion: Criterion, values: Mapping[str, Value], *,
         if not bounds:
             return CriterionResult(c, "insufficient", value, sample, "no data")
         more = _more_data(c, values, elapsed_s) if explain else "more data needed"
-        return CriterionResult(c, "insufficient", value, sample, f"{bounds}: cannot tell yet; {more}", interval)
-    return CriterionResult(c, verdict, value, sample, bounds, interval)
+        return CriterionResult(c, "insufficient", value, sample, f"{bounds}: cannot tell yet; {more}", interval,
+                               interval_metric)
+    return CriterionResult(c, verdict, value, sample, bounds, interval, interval_metric)
 
 
 def _verdict(c: Criterion, values: Mapping[str, Value]) -> Verdict | None:
