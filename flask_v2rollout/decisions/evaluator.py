@@ -167,8 +167,13 @@ class Evaluator:
         previous = None
         if line["previous_entered_at"] is not None:
             previous = store.window(name, 0, line["entered_at"], since=line["previous_entered_at"])["arms"]["v2"]
+        changed = line["last_change_at"]
+        srm_users = None
+        if changed is not None and changed > line["entered_at"]:  # a change inside the stage (10 % → 5 %)
+            srm_users = store.users(name, since=changed, now=now)
         facts = Facts(
             cur, percentage=float(flags[PERCENTAGE]), previous_v2=previous, rollbacks=line["rollbacks"],
+            srm_users=srm_users,
             critical_incidents=self._criticals_since(name, line["entered_at"]),
             monitoring_ok=self.metric_store.backlog == 0 and self.store.healthy,
             offline=dict(self.rollouts[name].offline or {}), minimums=self.minimums, alpha=self.alpha,
