@@ -200,19 +200,26 @@ class MetricStore:
         upsert = _dialect_insert(engine.dialect.name)
         try:
             with engine.begin() as conn:
-                conn.execute(insert(flushes_table).values(batch_id=batch_id, flushed_at=int(time.time())))
+                # the batch id goes in first: on PostgreSQL within the first statement (one round trip less)
+                ident = {"batch_id": batch_id, "flushed_at": int(time.time())}
+                claim: dict[str, Any] | None = ident
+                if engine.dialect.name != "postgresql" or not batch:
+                    conn.execute(insert(flushes_table).values(**ident))
+                    claim = None
                 counters = defaultdict(float, batch.counters)
                 if batch.exposures:
-                    self._count_users(conn, upsert, batch, counters)
-                if counters:
-                    self._add_counters(conn, upsert, counters)
+                    self._count_users(conn, upsert, batch, counters, claim)
+                    claim = None
+                if counters or claim is not None:
+                    self._add_counters(conn, upsert, counters, claim)
         except IntegrityError as exc:
             if _is_duplicate_batch(exc):
                 log.info("v2rollout: metrics batch %s was already applied; skipped", batch_id)
                 return
             raise
 
-    def _add_counters(self, conn: Any, upsert: Callable[..., Any], counters: Mapping[Key, float]) -> None:
+    def _add_counters(self, conn: Any, upsert: Callable[..., Any], counters: Mapping[Key, float],
+                      claim: Mapping[str, Any] | None = None) -> None:
         """Add the batch's counters to this flush's shard: on PostgreSQL the lowest one no concurrent flush
         holds, in one statement over arrays (few shards used when flushes rarely overlap); on SQLite, which
         has one writer at a time, shard 1."""
@@ -221,11 +228,11 @@ class MetricStore:
             rows[(r, a, m, metric, k[:200])] += v
         ordered = sorted(rows.items())
         if conn.dialect.name == "postgresql":
-            columns = list(zip(*(key for key, _ in ordered), strict=True))
-            conn.execute(_PG_ADD_COUNTERS, {
+            columns = list(zip(*(key for key, _ in ordered), strict=True)) or [(), (), (), (), ()]
+            conn.execute(_PG_ADD_COUNTERS[claim is not None], {
                 "r": list(columns[0]), "a": list(columns[1]), "m": list(columns[2]), "mt": list(columns[3]),
                 "k": list(columns[4]), "v": [v for _, v in ordered], "shards": SHARDS, "space": _SHARD_LOCKS,
-                "fallback": 1 + os.getpid() % SHARDS,
+                "fallback": 1 + os.getpid() % SHARDS, **(claim or {}),
             })
             return
         stmt = upsert(counters_table)
@@ -239,14 +246,15 @@ class MetricStore:
         ])
 
     def _insert_users(self, conn: Any, upsert: Callable[..., Any],
-                      seen: list[tuple[tuple[str, str, str], int, int | None]]) -> set[tuple[str, str, str]]:
+                      seen: list[tuple[tuple[str, str, str], int, int | None]],
+                      claim: Mapping[str, Any] | None) -> set[tuple[str, str, str]]:
         """Insert the users not there yet; returns those (PostgreSQL: one statement over arrays)."""
         e = exposures_table.c
         if conn.dialect.name == "postgresql":
-            inserted = conn.execute(_PG_INSERT_USERS, {
+            inserted = conn.execute(_PG_INSERT_USERS[claim is not None], {
                 "r": [key[0] for key, _, _ in seen], "a": [key[1] for key, _, _ in seen],
                 "u": [key[2] for key, _, _ in seen], "f": [first for _, first, _ in seen],
-                "c": [conv for _, _, conv in seen],
+                "c": [conv for _, _, conv in seen], **(claim or {}),
             }).all()
         else:
             stmt = upsert(exposures_table).on_conflict_do_nothing(index_elements=["rollout", "arm", "user_key"])
@@ -257,7 +265,7 @@ class MetricStore:
         return {(r, a, u) for r, a, u in inserted}
 
     def _count_users(self, conn: Any, upsert: Callable[..., Any], batch: Batch,
-                     counters: defaultdict[Key, float]) -> None:
+                     counters: defaultdict[Key, float], claim: Mapping[str, Any] | None) -> None:
         """Insert the batch's users; count the new ones, and first conversions, at their first exposure's minute."""
         e = exposures_table.c
         unique: dict[tuple[str, str, str], tuple[int, int | None]] = {}
@@ -268,7 +276,7 @@ class MetricStore:
                 first, conv = min(first, earlier[0]), conv if conv is not None else earlier[1]
             unique[key] = (first, conv)
         seen = [(key, first, conv) for key, (first, conv) in sorted(unique.items())]
-        new = self._insert_users(conn, upsert, seen)
+        new = self._insert_users(conn, upsert, seen, claim)
         converting: defaultdict[tuple[str, str], dict[str, int]] = defaultdict(dict)
         for (r, a, u), first, conv in seen:
             if (r, a, u) in new:
@@ -543,11 +551,13 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, SATimeoutError))
 
 
+#: the batch id, inserted by the first statement of a flush (a data-modifying CTE always runs)
+_CLAIM = "claimed AS (INSERT INTO v2rollout_flushes (batch_id, flushed_at) VALUES (:batch_id, :flushed_at))"
 #: the shard is the lowest one whose advisory lock this transaction gets (generate_series stops at the
 #: first, LIMIT 1): it holds only that one, released at commit; all taken: the process's own, and wait
-_PG_ADD_COUNTERS = text(
-    "WITH free AS MATERIALIZED (SELECT s FROM generate_series(1, :shards) AS s "
-    "WHERE pg_try_advisory_xact_lock(CAST(:space AS integer), s) LIMIT 1) "
+_FREE = ("free AS MATERIALIZED (SELECT s FROM generate_series(1, :shards) AS s "
+         "WHERE pg_try_advisory_xact_lock(CAST(:space AS integer), s) LIMIT 1)")
+_ADD_COUNTERS = (
     "INSERT INTO v2rollout_minute_counters (rollout, minute, arm, metric, key, shard, value) "
     "SELECT r, m, a, mt, k, coalesce((SELECT s FROM free), :fallback), v "
     "FROM unnest(CAST(:r AS text[]), CAST(:m AS bigint[]), CAST(:a AS text[]), CAST(:mt AS text[]), "
@@ -555,12 +565,15 @@ _PG_ADD_COUNTERS = text(
     "ON CONFLICT (rollout, minute, arm, metric, key, shard) "
     "DO UPDATE SET value = v2rollout_minute_counters.value + excluded.value"
 )
-_PG_INSERT_USERS = text(
+_INSERT_USERS = (
     "INSERT INTO v2rollout_exposures (rollout, arm, user_key, first_seen, last_seen, converted_at) "
     "SELECT r, a, u, f, f, c FROM unnest(CAST(:r AS text[]), CAST(:a AS text[]), CAST(:u AS text[]), "
     "CAST(:f AS bigint[]), CAST(:c AS bigint[])) AS t(r, a, u, f, c) "
     "ON CONFLICT (rollout, arm, user_key) DO NOTHING RETURNING rollout, arm, user_key"
 )
+#: PostgreSQL statements over arrays, [without, with] the batch id claimed in them
+_PG_ADD_COUNTERS = (text(f"WITH {_FREE} {_ADD_COUNTERS}"), text(f"WITH {_CLAIM}, {_FREE} {_ADD_COUNTERS}"))
+_PG_INSERT_USERS = (text(_INSERT_USERS), text(f"WITH {_CLAIM} {_INSERT_USERS}"))
 
 
 def _is_duplicate_batch(exc: IntegrityError) -> bool:

@@ -147,3 +147,26 @@ def test_concurrent_flushes_and_compactions_count_exactly(database_uri: str) -> 
     distinct = len({(w + i) % 40 for w in range(8) for i in range(25)})
     assert (before["calculations"], before["users"]) == (after["calculations"], after["users"]) == (200, distinct)
     assert pending == 0
+
+
+def test_a_batch_applied_twice_is_counted_once(database_uri: str) -> None:
+    """A retry after a commit whose confirmation was lost meets its batch id (claimed inside the first
+    statement on PostgreSQL) and changes nothing, users included."""
+    from sqlalchemy import create_engine
+
+    from flask_v2rollout.metrics.recorder import Batch, Recorder, minute_of
+    from flask_v2rollout.metrics.store import MetricStore
+    from flask_v2rollout.models import metadata
+
+    engine = create_engine(database_uri)
+    metadata.create_all(engine)
+    store = MetricStore(lambda: engine, Recorder(), ensure_tables=lambda: None)
+    minute = minute_of(time.time())
+    for batch in (Batch({("calc", "v1", minute, "calculations", ""): 7.0}, {}),
+                  Batch({}, {("calc", "v2", "u1"): (minute, minute, minute)})):
+        store._apply("batch-1" if batch.counters else "batch-2", batch)
+        store._apply("batch-1" if batch.counters else "batch-2", batch)
+    arms = store.window("calc", 300)["arms"]
+    engine.dispose()
+    assert arms["v1"]["calculations"] == 7
+    assert (arms["v2"]["users"], arms["v2"]["converted_users"]) == (1, 1)
