@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -58,18 +59,39 @@ audit_table = Table(
 
 
 #: Additive metric counters merged from every process: one row per
-#: (rollout, arm, minute, metric, key); flushes add to ``value``.
+#: (rollout, minute, arm, metric, key, shard); flushes add to ``value``. Writers add to
+#: shards 1 and up (on PostgreSQL the first one no other flush holds, so concurrent
+#: flushes never wait on each other's rows); the compaction folds closed minutes into
+#: shard 0 and into :data:`hour_counters_table`. A read sums the shards.
 counters_table = Table(
-    "v2rollout_counters",
+    "v2rollout_minute_counters",
     metadata,
     Column("rollout", String(100), nullable=False),
-    Column("arm", String(10), nullable=False),
     Column("minute", BigInteger, nullable=False),
+    Column("arm", String(10), nullable=False),
+    Column("metric", String(40), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("shard", SmallInteger, nullable=False),
+    Column("value", Float, nullable=False),
+    PrimaryKeyConstraint("rollout", "minute", "arm", "metric", "key", "shard", name="pk_v2rollout_minute_counters"),
+    Index("ix_v2rollout_minute_counters_minute", "minute"),
+)
+#: rows not yet compacted, found without reading the compacted ones
+Index("ix_v2rollout_minute_counters_pending", counters_table.c.minute,
+      postgresql_where=counters_table.c.shard > 0, sqlite_where=counters_table.c.shard > 0)
+
+#: Hourly sums of the compacted minute rows: a window reads whole hours here and its
+#: partial first and last hours from :data:`counters_table`.
+hour_counters_table = Table(
+    "v2rollout_hour_counters",
+    metadata,
+    Column("rollout", String(100), nullable=False),
+    Column("hour", BigInteger, nullable=False),
+    Column("arm", String(10), nullable=False),
     Column("metric", String(40), nullable=False),
     Column("key", String(200), nullable=False),
     Column("value", Float, nullable=False),
-    PrimaryKeyConstraint("rollout", "arm", "minute", "metric", "key", name="pk_v2rollout_counters"),
-    Index("ix_v2rollout_counters_minute", "minute"),
+    PrimaryKeyConstraint("rollout", "hour", "arm", "metric", "key", name="pk_v2rollout_hour_counters"),
 )
 
 #: One row per applied flush batch: a retried batch that was in fact applied is skipped.
@@ -80,7 +102,10 @@ flushes_table = Table(
     Column("flushed_at", BigInteger, nullable=False, index=True),
 )
 
-#: Distinct users per arm (exposures) and whether they converted.
+#: Users seen per arm since the rollout's last percentage change, and whether they converted:
+#: consulted only at flush, to count a user once as new (and once as converted) in the
+#: per-minute counters. Deleted at each percentage change and after the retention
+#: (``last_seen`` is written once, at the first exposure, so it dates the row).
 exposures_table = Table(
     "v2rollout_exposures",
     metadata,

@@ -22,7 +22,9 @@ from opentelemetry import _logs as otel_logs
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace as otel_trace
 from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy.exc import SQLAlchemyError
 
+from . import signals
 from .access import AccessStore, Limits
 from .approvals import ApprovalStore
 from .clock import Clock
@@ -32,7 +34,7 @@ from .decisions.notify import Counters, Notifier, Router
 from .decisions.pagerduty import PagerDuty
 from .decisions.slack import Slack
 from .decisions.webhook import Webhook
-from .flags import RUNBOOK_DEFAULTS, FlagService, FlagStore
+from .flags import PERCENTAGE, RUNBOOK_DEFAULTS, FlagService, FlagStore
 from .journal import Journal
 from .journal import Limits as JournalLimits
 from .jsonlog import JsonlLog
@@ -175,7 +177,17 @@ class Runtime:
             jsonlog=self.jsonlog, admin_token=settings.admin_token,
         )
         registry.on_add(self.rollout_added)
+        signals.flag_changed.connect(self._flag_changed, sender=app)
         _at_fork_and_exit(self)
+
+    def _flag_changed(self, _sender: Any, *, rollout: str, flag: str, **_: Any) -> None:
+        """A new percentage: users count anew from now (the sample-ratio check compares them with it)."""
+        if flag != PERCENTAGE:
+            return
+        try:
+            self.metric_store.restart_users(rollout, self.clock())
+        except SQLAlchemyError as exc:  # the change landed; an unpruned user is counted once less, not lost
+            self.metric_store.failed(exc)
 
     def _rolled_back(self, name: str, actor: str) -> None:
         cancelled = self.approvals.cancel_pending(name, actor)

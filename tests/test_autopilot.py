@@ -169,6 +169,59 @@ def test_error_spike_rolls_back_once_while_four_evaluators_race(make_app, user_f
                                           "autopilot": None}
 
 
+@pytest.mark.parametrize("drop_v2", [False, True], ids=["correct-split", "v2-users-dropped"])
+def test_a_canary_reduced_to_5_percent_checks_the_split_against_5_percent(
+        make_app, user_from_header, drop_v2: bool) -> None:
+    """10 % → 5 % inside the canary: the users seen at 10 % are no sample-ratio mismatch at 5 %
+    (the check counts users first seen since the change); v2 users dropped after it still are."""
+    from flask import jsonify
+
+    app, ext = simulation_app(make_app, healthy_v2)
+    user_from_header(ext)
+
+    @app.get("/maybe-cached/<int:x>")
+    def maybe_cached(x: int):
+        if drop_v2 and ext.current_version("calc") == "v2" and x % 10:
+            return jsonify(value=float(x))  # nine v2 users in ten answered by a cache, never counted
+        return jsonify(value=ext.calculate("calc", x).value)
+
+    client = app.test_client()
+    clock = Clock(start=1_900_000_000)
+    with use_clock(app, clock):
+        with app.app_context():
+            ext.set_flag("calc", "v2_rollout_percentage", 10, actor="ops", reason="canary")
+        clock.advance(minutes=1)
+        for i in range(3_000):
+            assert client.get(f"/maybe-cached/{i}", headers={"X-User": f"user-{i}"}).status_code == 200
+        with app.app_context():
+            assert ext.flush()
+            at_10 = ext.metrics("calc", "2m")["arms"]
+        clock.advance(minutes=10)
+        with app.app_context():
+            ext.set_flag("calc", "v2_rollout_percentage", 5, actor="ops", reason="canary reduced")
+        clock.advance(minutes=1)
+        for i in range(3_000):  # the same users come back, and a thousand new ones
+            assert client.get(f"/maybe-cached/{i}", headers={"X-User": f"user-{i}"}).status_code == 200
+        for i in range(3_000, 4_000):
+            assert client.get(f"/maybe-cached/{i}", headers={"X-User": f"user-{i}"}).status_code == 200
+        with app.app_context():
+            assert ext.flush()
+            gate = ext.gate("calc")
+            at_5 = ext.metrics("calc", "2m")["arms"]
+    assert gate["stage"] == "canary"
+    srm = next(c for c in gate["criteria"] if c["name"] == "srm")
+    srm_reasons = [r for r in gate["reasons"] if "SRM p=" in r]
+    if drop_v2:
+        assert srm["verdict"] == "fail" and gate["decision"] == "NO-GO"
+        assert any(r.startswith("blocker 'assignment is broken' fired (SRM p=") for r in srm_reasons), gate["reasons"]
+    else:
+        # the whole stage holds over 6 % v2 users: against 5 % that would read as a broken assignment
+        stage_v2 = at_10["v2"]["users"] + at_5["v2"]["users"]
+        assert stage_v2 / (stage_v2 + at_10["v1"]["users"] + at_5["v1"]["users"]) > 0.06
+        assert 0.035 < at_5["v2"]["users"] / (at_5["v1"]["users"] + at_5["v2"]["users"]) < 0.065
+        assert srm["verdict"] == "pass" and srm_reasons == [], gate["reasons"]
+
+
 def test_a_cache_that_drops_v2_users_is_a_sample_ratio_mismatch(make_app, user_from_header) -> None:
     """A host caching layer answers v2-bucket users from cached v1 results without calling calculate():
     most of them never reach the v2 arm, and the gate must say the assignment is broken."""

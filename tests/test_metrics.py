@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from flask_v2rollout import Fallback, V2Rollout
+from flask_v2rollout.dispatch import Outcome
 from flask_v2rollout.metrics.recorder import Batch, Recorder, bin_value, latency_bin, parse_window, percentile
 from flask_v2rollout.metrics.store import MetricStore
 from flask_v2rollout.models import metadata
@@ -164,7 +165,7 @@ def test_store_down_during_traffic_loses_and_doubles_nothing(make_app, tmp_path:
             ext.calculate("calc", {"i": i, "player": "A"}, user_id=f"u{i}")
         assert ext.flush()
         con = sqlite3.connect(db)
-        con.execute("ALTER TABLE v2rollout_counters RENAME TO v2rollout_counters_away")
+        con.execute("ALTER TABLE v2rollout_minute_counters RENAME TO v2rollout_minute_counters_away")
         con.commit()
         for _ in range(3):
             for i in range(100):
@@ -172,7 +173,7 @@ def test_store_down_during_traffic_loses_and_doubles_nothing(make_app, tmp_path:
             assert not ext.flush()
         health = ext.health()["metrics"]
         assert health["backlog"] == 3 and health["flush_failures"] == 3
-        con.execute("ALTER TABLE v2rollout_counters_away RENAME TO v2rollout_counters")
+        con.execute("ALTER TABLE v2rollout_minute_counters_away RENAME TO v2rollout_minute_counters")
         con.commit()
         con.close()
         assert ext.flush()
@@ -228,7 +229,7 @@ def test_series_gives_one_point_per_minute(make_app) -> None:
     assert all(p["minute"] % 60 == 0 for p in points)
 
 
-def test_returning_users_convert_again_in_a_later_window(make_app) -> None:
+def test_a_returning_user_counts_once_at_their_first_exposure(make_app) -> None:
     from flask_v2rollout.testing import Clock, use_clock
 
     ext = V2Rollout()
@@ -251,8 +252,12 @@ def test_returning_users_convert_again_in_a_later_window(make_app) -> None:
         client.post("/convert")  # the same (sticky anonymous) user, ten minutes later
         with app.app_context():
             ext.flush()
-            arm = ext.metrics("calc", "5m")["arms"]["v1"]
-    assert (arm["users"], arm["converted_users"]) == (1, 1)
+            since_first = ext.metrics("calc", "15m")["arms"]["v1"]
+            recent = ext.metrics("calc", "5m")["arms"]["v1"]
+    # users are counted where they were first seen (since the last percentage change), once
+    assert (since_first["users"], since_first["converted_users"]) == (1, 1)
+    assert (recent["users"], recent["converted_users"]) == (0, 0)
+    assert recent["conversions"] == 1
 
 
 def test_fallback_reasons_count_by_code(make_app) -> None:
@@ -269,3 +274,106 @@ def test_fallback_reasons_count_by_code(make_app) -> None:
         reasons = ext.metrics("calc")["arms"]["v2"]["fallbacks_by_reason"]
     assert reasons == {"insufficient_weeks": 5}
     assert outcomes[3].fallback_reason == "insufficient_weeks: player 3 has 1 week"
+
+
+def test_compaction_folds_shards_into_hours_and_windows_read_the_same(make_app) -> None:
+    from flask_v2rollout.testing import Clock, use_clock
+
+    app, ext = metrics_app(make_app, V2ROLLOUT_DEFAULTS={"v2_rollout_percentage": 50})
+    clock = Clock(start=1_900_000_000)  # 38 min 40 s into an hour
+    with app.app_context(), use_clock(app, clock):
+        state = app.extensions["v2rollout"]
+        for step in range(40):  # every 7 minutes for 4 h 33 min: partial first and last hours, whole ones between
+            for i in range(5):
+                ext.calculate("calc", {"i": step * 5 + i, "player": f"P{i}"}, user_id=f"u{step}-{i}")
+            assert state.metric_store.flush()
+            clock.advance(minutes=7)
+        windows = ("30m", "2h", "3h", "6h")
+        before = {w: ext.metrics("calc", w) for w in windows}
+        series_before = ext.series("calc", "6h")
+        folded = state.metric_store.compact(now=clock())
+        after = {w: ext.metrics("calc", w) for w in windows}
+        assert state.metric_store.compact(now=clock()) == 0  # nothing left to fold
+        assert ext.series("calc", "6h") == series_before
+    assert folded > 0
+    assert after == before
+    assert sum(after["6h"]["arms"][a]["calculations"] for a in ("v1", "v2")) == 200
+    assert sum(after["6h"]["arms"][a]["users"] for a in ("v1", "v2")) == 200
+    assert 0 < sum(after["2h"]["arms"][a]["calculations"] for a in ("v1", "v2")) < 200
+
+
+def test_users_count_anew_after_a_percentage_change(make_app, tmp_path: Path) -> None:
+    from flask_v2rollout.testing import Clock, use_clock
+
+    db = tmp_path / "users.db"
+    app, ext = metrics_app(make_app, V2ROLLOUT_DATABASE_URI=f"sqlite:///{db}",
+                           V2ROLLOUT_DEFAULTS={"v2_rollout_percentage": 10})
+    clock = Clock(start=1_900_000_020)
+    with app.app_context(), use_clock(app, clock):
+        for i in range(100):
+            ext.calculate("calc", {"i": 2, "player": "A"}, user_id=f"u{i}")
+        assert ext.flush()
+        with sqlite3.connect(db) as con:
+            assert con.execute("SELECT count(*) FROM v2rollout_exposures").fetchone() == (100,)
+        clock.advance(minutes=5)
+        ext.set_flag("calc", "v2_rollout_percentage", 5, actor="ops", reason="reduce")
+        with sqlite3.connect(db) as con:  # the rows of who was seen before the change are gone
+            assert con.execute("SELECT count(*) FROM v2rollout_exposures").fetchone() == (0,)
+        clock.advance(minutes=1)
+        for i in range(100):  # the same users again: new since the change, counted once more
+            ext.calculate("calc", {"i": 2, "player": "A"}, user_id=f"u{i}")
+            ext.calculate("calc", {"i": 2, "player": "A"}, user_id=f"u{i}")
+        assert ext.flush()
+        since_change = ext.metrics("calc", "2m")["arms"]
+        whole = ext.metrics("calc", "10m")["arms"]
+    assert since_change["v1"]["users"] + since_change["v2"]["users"] == 100
+    assert whole["v1"]["users"] + whole["v2"]["users"] == 200
+
+
+def test_flush_ids_are_kept_six_hours(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, insert, select
+
+    from flask_v2rollout.models import flushes_table
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    metadata.create_all(engine)
+    store = MetricStore(lambda: engine, Recorder(), ensure_tables=lambda: None)
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(insert(flushes_table), [{"batch_id": "old", "flushed_at": int(now - 7 * 3600)},
+                                              {"batch_id": "recent", "flushed_at": int(now - 5 * 3600)}])
+    store.prune(30, now=now)
+    with engine.connect() as conn:
+        assert conn.execute(select(flushes_table.c.batch_id)).scalars().all() == ["recent"]
+
+
+def test_subjects_are_the_real_top_and_capped_per_minute_per_process() -> None:
+    from flask_v2rollout.metrics.recorder import OTHER, SUBJECT, SUBJECTS_PER_MINUTE
+
+    minute_start = 1_900_000_020.0
+    clock = [minute_start]
+    recorder = Recorder(clock=lambda: clock[0])
+
+    def call(subject: str) -> None:
+        recorder.calculation(Outcome(rollout="calc", assigned="v1", version="v1", value=1, fallback_reason=None,
+                                     duration_ms=1.0),
+                             subject=subject)
+
+    written: dict[str, float] = {}
+    for take in range(5):  # five flushes inside one minute, each with 300 one-off subjects and two heavy ones
+        for i in range(300):
+            call(f"rare-{take}-{i}")
+            if i % 3 == 0:
+                call("heavy-a")
+            if i % 5 == 0:
+                call("heavy-b")
+        clock[0] += 10
+        for (_r, _a, _m, metric, key), value in recorder.take().counters.items():
+            if metric == SUBJECT:
+                written[key] = written.get(key, 0.0) + value
+    assert len(set(written) - {OTHER}) <= SUBJECTS_PER_MINUTE
+    assert sum(written.values()) == 5 * (300 + 100 + 60)  # nothing lost: the rest is under OTHER
+    top = sorted(written.items(), key=lambda kv: -kv[1])[:3]
+    assert [k for k, _ in top if k != OTHER][:2] == ["heavy-a", "heavy-b"]
+    assert written["heavy-a"] <= 500 and written["heavy-b"] <= 300  # never more than seen
+    assert written["heavy-a"] >= 400  # space-saving keeps a subject seen more than total / capacity

@@ -38,9 +38,9 @@ from ..flags import (
 )
 from ..jsonlog import JsonlLog
 from ..metrics.catalogue import INTERVALS, Facts, Minimums, values
-from ..metrics.recorder import CALCULATIONS, minute_of
+from ..metrics.recorder import CALCULATIONS, NEW_USERS
 from ..metrics.store import MetricStore
-from ..models import alert_events_table, alert_state_table, checks_table, counters_table, exposures_table
+from ..models import alert_events_table, alert_state_table, checks_table, counters_table
 from ..registry import Rollout
 from ..rules.actions import percentage_before
 from ..rules.alerts import SEVERITIES, Rule, RuleSet, RuleState, Transition, evaluate, rearm
@@ -175,8 +175,13 @@ class Evaluator:
         previous = None
         if line["previous_entered_at"] is not None:
             previous = store.window(name, 0, line["entered_at"], since=line["previous_entered_at"])["arms"]["v2"]
+        changed = line["last_change_at"]
+        srm_users = None
+        if changed is not None and changed > line["entered_at"]:  # a change inside the stage (10 % → 5 %)
+            srm_users = store.users(name, since=changed, now=now)
         facts = Facts(
             cur, percentage=float(flags[PERCENTAGE]), previous_v2=previous, rollbacks=line["rollbacks"],
+            srm_users=srm_users,
             critical_incidents=self._criticals_since(name, line["entered_at"]),
             monitoring_ok=self.metric_store.backlog == 0 and self.store.healthy,
             offline=dict(self.rollouts[name].offline or {}), minimums=self.minimums, alpha=self.alpha,
@@ -246,17 +251,10 @@ class Evaluator:
 
     def targeted(self, name: str, *, since: float, now: float) -> dict[str, dict[str, int]]:
         """Calculations and users of the allow/deny-listed users since ``since``: counted apart from the arms."""
-        c, e = counters_table.c, exposures_table.c
-        start, end = minute_of(since), minute_of(now)
-        arms = list(TARGETED_ARMS.values())
-        with self._engine().connect() as conn:
-            calcs = dict(conn.execute(
-                select(c.arm, func.sum(c.value)).where(c.rollout == name, c.arm.in_(arms), c.metric == CALCULATIONS,
-                                                       c.minute >= start, c.minute <= end).group_by(c.arm)).all())
-            users: dict[str, int] = {arm: n for arm, n in conn.execute(
-                select(e.arm, func.count()).where(e.rollout == name, e.arm.in_(arms), e.last_seen >= start)
-                .group_by(e.arm)).all()}
-        return {arm: {"calculations": int(calcs.get(arm) or 0), "users": int(users.get(arm) or 0)} for arm in arms}
+        calcs = self.metric_store.totals(name, CALCULATIONS, since=since, now=now)
+        users = self.metric_store.totals(name, NEW_USERS, since=since, now=now)
+        return {arm: {"calculations": calcs.get(arm, 0), "users": users.get(arm, 0)}
+                for arm in TARGETED_ARMS.values()}
 
     def gate_history(self, name: str, now: float, *, points: int = 24) -> GateHistory:
         """The current gate's interval metrics at ``points`` evenly spaced times since the stage began.

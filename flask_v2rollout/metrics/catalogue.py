@@ -40,7 +40,9 @@ point (the runbook's threshold) with the interval (the evidence), see ``runbook.
 
 ``srm_p_value`` is the anytime-valid p-value of the users per arm against the
 configured percentage (sample-ratio mismatch): a small value means assignment is
-broken, whatever the other metrics say.
+broken, whatever the other metrics say. It counts only the users first seen since
+the last percentage change (a canary reduced from 10 % to 5 % is compared with 5 %
+on the users who came after the reduction).
 """
 from __future__ import annotations
 
@@ -94,6 +96,9 @@ class Facts:
     #: level and tuning of the anytime-valid intervals (``V2ROLLOUT_GATE_ALPHA``, ``V2ROLLOUT_SEQUENTIAL_TUNING``)
     alpha: float = DEFAULT_ALPHA
     tuning: float = DEFAULT_TUNING
+    #: users per arm first seen since the last percentage change, when it came after the window's start:
+    #: the sample-ratio check compares them with the current percentage (None: the window's users)
+    srm_users: Mapping[str, float] | None = None
 
     def arm(self, name: str) -> Mapping[str, Any]:
         arms: Mapping[str, Mapping[str, Any]] = self.window.get("arms", {})
@@ -220,7 +225,10 @@ def _latency_shift(f: Facts) -> Value:
 
 
 def _srm_p_value(f: Facts) -> Value:
-    users = [_num(f.arm(a).get("users")) for a in ("v2", "v1")]
+    if f.srm_users is not None:
+        users = [_num(f.srm_users.get(a)) for a in ("v2", "v1")]
+    else:
+        users = [_num(f.arm(a).get("users")) for a in ("v2", "v1")]
     if f.percentage is None or users[0] is None or users[1] is None:
         return None
     test = srm_test(users[0], users[1], f.percentage / 100.0, tuning=f.tuning, alpha=f.alpha)
@@ -368,7 +376,9 @@ def _arm_metrics(arm: Literal["v1", "v2"], sample: Sample | None) -> list[Metric
         Metric(f"{arm}_avg_ms", MS, arm, f"mean {arm} duration", _field(arm, "avg_ms"), "mean time", sample),
         Metric(f"{arm}_p95_ms", MS, arm, f"95th percentile {arm} duration", _field(arm, "p95_ms"), "p95", sample),
         Metric(f"{arm}_p99_ms", MS, arm, f"99th percentile {arm} duration", _field(arm, "p99_ms"), "p99", sample),
-        Metric(f"{arm}_users", COUNT, arm, f"distinct {served}", _field(arm, "users"), f"{arm} users"),
+        Metric(f"{arm}_users", COUNT, arm,
+               f"distinct {served}, first seen in the window since the last percentage change",
+               _field(arm, "users"), f"{arm} users"),
         Metric(f"{arm}_conversion_rate_pct", PERCENT, arm,
                f"share of {arm} users who converted (no data below the users minimum)",
                _conversion_rate(arm), f"{arm} conversion"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
@@ -48,6 +48,11 @@ RESPONSE = "response"
 QUARANTINED = "quarantined"
 #: a host's business event (``track_event``) in the arm of its user; key = the event's name
 EVENT = "event"
+#: users first seen since the rollout's last percentage change, at the minute of that first exposure
+#: (counted by the store at flush, from its exposure rows)
+NEW_USERS = "new_users"
+#: of those users, the ones who converted (counted once, at the minute of their first exposure)
+NEW_CONVERTERS = "new_converters"
 #: longest label stored in a counter key (the SQL column holds 200)
 MAX_LABEL = 200
 #: rollout/arm used for app-wide counters (database failures)
@@ -56,7 +61,7 @@ GLOBAL = "*"
 GROWTH = 1.03
 MIN_MS = 0.0001
 _LOG_GROWTH = math.log(GROWTH)
-#: distinct subjects kept per rollout and minute; the rest count under OTHER
+#: distinct subjects a process writes per rollout and minute; the rest count under OTHER
 SUBJECTS_PER_MINUTE = 200
 OTHER = "__other__"
 
@@ -130,6 +135,58 @@ class Batch:
         return bool(self.counters or self.exposures)
 
 
+class TopSubjects:
+    """One minute's most frequent subjects of one rollout in one process (space-saving).
+
+    At most ``capacity`` subjects are tracked; a new one replaces the least counted and
+    inherits its count as possible error, so any subject seen more than
+    ``total / capacity`` times is kept. :meth:`deltas` hands over what to add to SQL
+    since the last call: each kept subject's guaranteed count (count − error), for at
+    most ``capacity`` distinct subjects over the minute, and the rest under OTHER, so
+    the counts written add up to the calls.
+    """
+
+    def __init__(self, capacity: int = SUBJECTS_PER_MINUTE) -> None:
+        self.capacity = capacity
+        self.total = 0
+        self._counts: dict[str, int] = {}
+        self._errors: dict[str, int] = {}
+        self._written: dict[str, int] = {}
+        self._other_written = 0
+
+    def add(self, subject: str) -> None:
+        self.total += 1
+        counts = self._counts
+        if subject in counts:
+            counts[subject] += 1
+        elif len(counts) < self.capacity:
+            counts[subject] = 1
+            self._errors[subject] = 0
+        else:
+            evicted = min(counts, key=counts.__getitem__)
+            floor = counts.pop(evicted)
+            del self._errors[evicted]
+            counts[subject] = floor + 1
+            self._errors[subject] = floor
+
+    def deltas(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        written = self._written
+        for subject, count in self._counts.items():
+            sure = count - self._errors[subject]
+            before = written.get(subject)
+            if before is None and len(written) >= self.capacity:
+                continue
+            if before is None or sure > before:
+                out[subject] = float(sure - (before or 0))
+                written[subject] = sure
+        other = self.total - sum(written.values())
+        if other != self._other_written:
+            out[OTHER] = float(other - self._other_written)
+            self._other_written = other
+        return out
+
+
 class Recorder:
     """Per-process counters waiting to be flushed, plus lifetime totals of this process.
 
@@ -144,7 +201,7 @@ class Recorder:
         self._pending: defaultdict[Key, float] = defaultdict(float)
         # (rollout, arm, user) -> [first_seen, last_seen, last conversion | None]
         self._exposures: dict[tuple[str, str, str], list[Any]] = {}
-        self._subjects: defaultdict[tuple[str, int], Counter[str]] = defaultdict(Counter)
+        self._subjects: dict[tuple[str, int], TopSubjects] = {}
         self.totals: defaultdict[tuple[str, str, str, str], float] = defaultdict(float)
 
     def reset(self) -> None:
@@ -152,22 +209,25 @@ class Recorder:
         with self._lock:
             self._pending = defaultdict(float)
             self._exposures = {}
-            self._subjects = defaultdict(Counter)
+            self._subjects = {}
             self.totals = defaultdict(float)
 
     def take(self) -> Batch:
         """Hand over everything pending as one batch and start afresh."""
         with self._lock:
-            counters, exposures, subjects = self._pending, self._exposures, self._subjects
+            counters, exposures = self._pending, self._exposures
             self._pending = defaultdict(float)
             self._exposures = {}
-            self._subjects = defaultdict(Counter)
             totals = self.totals
             for (rollout, arm, _minute, metric, key), value in counters.items():
                 totals[(rollout, arm, metric, key)] += value
-        for (rollout, minute), counts in subjects.items():
-            for subject, n in counts.items():
-                counters[(rollout, GLOBAL, minute, SUBJECT, subject)] += n
+            # a minute's subjects stay summarised until it is over: later calls may change its top
+            current = minute_of(self.clock())
+            for (rollout, minute), top in list(self._subjects.items()):
+                for subject, n in top.deltas().items():
+                    counters[(rollout, GLOBAL, minute, SUBJECT, subject)] += n
+                if minute < current:
+                    del self._subjects[(rollout, minute)]
         return Batch(dict(counters), {k: tuple(v) for k, v in exposures.items()})
 
     def _expose_locked(self, key: tuple[str, str, str], now: int, converted: bool) -> None:
@@ -217,11 +277,10 @@ class Recorder:
             if outcome.user_id is not None:
                 self._expose_locked((r, arm, clean_label(outcome.user_id)), int(now), False)
             if subject is not None:
-                counts = self._subjects[(r, minute)]
-                if subject in counts or len(counts) < SUBJECTS_PER_MINUTE:
-                    counts[subject] += 1
-                else:
-                    counts[OTHER] += 1
+                top = self._subjects.get((r, minute))
+                if top is None:
+                    top = self._subjects[(r, minute)] = TopSubjects()
+                top.add(subject)
 
     def shadow(self, rollout: str, arm: str, agreement: str, *, difference: float | None, duration_ms: float) -> None:
         """One completed shadow comparison; ``arm`` is the version that ran off the path."""

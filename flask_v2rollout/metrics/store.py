@@ -6,6 +6,22 @@ Each flush is one transaction that first inserts the batch's id into
 is correct under concurrent writers on SQLite and PostgreSQL. A failed flush
 keeps its batch and retries it; if a failure hid a commit that did happen, the
 retry meets the batch id and is skipped — nothing is counted twice or lost.
+Batch ids are kept :data:`FLUSH_IDS_KEPT_S`, far longer than a retry waits.
+
+Writers add to a *shard* of the minute rows (on PostgreSQL the first shard no
+concurrent flush holds, taken with a transaction advisory lock), so flushes never
+queue on each other's row locks. :meth:`MetricStore.compact` folds the shards of
+closed minutes into shard 0 and into hourly rows, in one transaction; a window
+reads whole hours from the hourly rows, its partial first and last hours from the
+minute rows, and the shards not yet compacted from both — a bounded number of rows
+for any window up to the retention.
+
+Users are never counted from per-user rows at read time: a flush inserts the users
+it saw into ``v2rollout_exposures`` (``ON CONFLICT DO NOTHING``) and counts the rows
+that were new as :data:`NEW_USERS` at the minute of the first exposure, and a first
+conversion as :data:`NEW_CONVERTERS` at that same minute. The exposure rows are
+deleted at each percentage change (:meth:`MetricStore.restart_users`), so a
+window's users are the users first seen in it since the last change.
 """
 from __future__ import annotations
 
@@ -18,7 +34,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
-from sqlalchemy import Engine, and_, case, delete, func, insert, select
+from sqlalchemy import Engine, and_, delete, func, insert, select, text, union_all, update
 from sqlalchemy.exc import (
     DBAPIError,
     DisconnectionError,
@@ -31,14 +47,17 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from ..errors import MissingTablesError, StoreFileError
 from ..failures import FailureLog
-from ..models import counters_table, exposures_table, flushes_table, probes_table
+from ..models import counters_table, exposures_table, flushes_table, hour_counters_table, probes_table
 from .recorder import (
     DB_ERROR,
     GLOBAL,
+    NEW_CONVERTERS,
+    NEW_USERS,
     QUARANTINED,
     SUBJECT,
     ArmSummary,
     Batch,
+    Key,
     Recorder,
     ShadowSummary,
     minute_of,
@@ -47,6 +66,17 @@ from .recorder import (
 )
 
 log = logging.getLogger("flask_v2rollout.metrics")
+
+#: how long applied batch ids are kept to skip a retried batch (a retry comes at the next flush
+#: after SQL answers again; a commit whose confirmation was lost is retried within seconds)
+FLUSH_IDS_KEPT_S = 6 * 3600
+#: shards of the minute rows writers spread over (PostgreSQL; SQLite has one writer at a time)
+SHARDS = 32
+#: advisory lock namespaces (PostgreSQL): a writer's shard, and the one compaction at a time
+_SHARD_LOCKS, _COMPACTION_LOCK = 0x7632_0001, 0x7632_0002
+HOUR = 3600
+#: how often a process tries to compact (one at a time does, on PostgreSQL)
+COMPACT_EVERY_S = 30.0
 
 
 def _dialect_insert(engine_name: str) -> Callable[..., Any]:
@@ -170,45 +200,161 @@ class MetricStore:
         upsert = _dialect_insert(engine.dialect.name)
         try:
             with engine.begin() as conn:
-                conn.execute(insert(flushes_table).values(batch_id=batch_id, flushed_at=int(time.time())))
-                if batch.counters:
-                    stmt = upsert(counters_table)
-                    stmt = stmt.on_conflict_do_update(
-                        index_elements=["rollout", "arm", "minute", "metric", "key"],
-                        set_={"value": counters_table.c.value + stmt.excluded.value},
-                    )
-                    rows = [
-                        {"rollout": r, "arm": a, "minute": m, "metric": metric, "key": k[:200], "value": v}
-                        for (r, a, m, metric, k), v in sorted(batch.counters.items())
-                    ]
-                    conn.execute(stmt, rows)
+                # the batch id goes in first: on PostgreSQL within the first statement (one round trip less)
+                ident = {"batch_id": batch_id, "flushed_at": int(time.time())}
+                claim: dict[str, Any] | None = ident
+                if engine.dialect.name != "postgresql" or not batch:
+                    conn.execute(insert(flushes_table).values(**ident))
+                    claim = None
+                counters = defaultdict(float, batch.counters)
                 if batch.exposures:
-                    stmt = upsert(exposures_table)
-                    t, ex = exposures_table.c, stmt.excluded
-                    stmt = stmt.on_conflict_do_update(
-                        index_elements=["rollout", "arm", "user_key"],
-                        set_={
-                            "first_seen": case((ex.first_seen < t.first_seen, ex.first_seen), else_=t.first_seen),
-                            "last_seen": case((ex.last_seen > t.last_seen, ex.last_seen), else_=t.last_seen),
-                            # the latest conversion, so a window counts users who converted in it
-                            "converted_at": case(
-                                (t.converted_at.is_(None), ex.converted_at),
-                                (ex.converted_at > t.converted_at, ex.converted_at),
-                                else_=t.converted_at,
-                            ),
-                        },
-                    )
-                    rows = [
-                        {"rollout": r, "arm": a, "user_key": u[:200], "first_seen": f, "last_seen": last,
-                         "converted_at": conv}
-                        for (r, a, u), (f, last, conv) in sorted(batch.exposures.items())
-                    ]
-                    conn.execute(stmt, rows)
+                    self._count_users(conn, upsert, batch, counters, claim)
+                    claim = None
+                if counters or claim is not None:
+                    self._add_counters(conn, upsert, counters, claim)
         except IntegrityError as exc:
             if _is_duplicate_batch(exc):
                 log.info("v2rollout: metrics batch %s was already applied; skipped", batch_id)
                 return
             raise
+
+    def _add_counters(self, conn: Any, upsert: Callable[..., Any], counters: Mapping[Key, float],
+                      claim: Mapping[str, Any] | None = None) -> None:
+        """Add the batch's counters to this flush's shard: on PostgreSQL the lowest one no concurrent flush
+        holds, in one statement over arrays (few shards used when flushes rarely overlap); on SQLite, which
+        has one writer at a time, shard 1."""
+        rows: defaultdict[Key, float] = defaultdict(float)
+        for (r, a, m, metric, k), v in counters.items():
+            rows[(r, a, m, metric, k[:200])] += v
+        ordered = sorted(rows.items())
+        if conn.dialect.name == "postgresql":
+            columns = list(zip(*(key for key, _ in ordered), strict=True)) or [(), (), (), (), ()]
+            conn.execute(_PG_ADD_COUNTERS[claim is not None], {
+                "r": list(columns[0]), "a": list(columns[1]), "m": list(columns[2]), "mt": list(columns[3]),
+                "k": list(columns[4]), "v": [v for _, v in ordered], "shards": SHARDS, "space": _SHARD_LOCKS,
+                "fallback": 1 + os.getpid() % SHARDS, **(claim or {}),
+            })
+            return
+        stmt = upsert(counters_table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["rollout", "minute", "arm", "metric", "key", "shard"],
+            set_={"value": counters_table.c.value + stmt.excluded.value},
+        )
+        conn.execute(stmt, [
+            {"rollout": r, "arm": a, "minute": m, "metric": metric, "key": k, "shard": 1, "value": v}
+            for (r, a, m, metric, k), v in ordered
+        ])
+
+    def _insert_users(self, conn: Any, upsert: Callable[..., Any],
+                      seen: list[tuple[tuple[str, str, str], int, int | None]],
+                      claim: Mapping[str, Any] | None) -> set[tuple[str, str, str]]:
+        """Insert the users not there yet; returns those (PostgreSQL: one statement over arrays)."""
+        e = exposures_table.c
+        if conn.dialect.name == "postgresql":
+            inserted = conn.execute(_PG_INSERT_USERS[claim is not None], {
+                "r": [key[0] for key, _, _ in seen], "a": [key[1] for key, _, _ in seen],
+                "u": [key[2] for key, _, _ in seen], "f": [first for _, first, _ in seen],
+                "c": [conv for _, _, conv in seen], **(claim or {}),
+            }).all()
+        else:
+            stmt = upsert(exposures_table).on_conflict_do_nothing(index_elements=["rollout", "arm", "user_key"])
+            inserted = conn.execute(stmt.returning(e.rollout, e.arm, e.user_key), [
+                {"rollout": r, "arm": a, "user_key": u, "first_seen": first, "last_seen": first, "converted_at": conv}
+                for (r, a, u), first, conv in seen
+            ]).all()
+        return {(r, a, u) for r, a, u in inserted}
+
+    def _count_users(self, conn: Any, upsert: Callable[..., Any], batch: Batch,
+                     counters: defaultdict[Key, float], claim: Mapping[str, Any] | None) -> None:
+        """Insert the batch's users; count the new ones, and first conversions, at their first exposure's minute."""
+        e = exposures_table.c
+        unique: dict[tuple[str, str, str], tuple[int, int | None]] = {}
+        for (r, a, u), (first, _last, conv) in batch.exposures.items():
+            key = (r, a, u[:200])
+            earlier = unique.get(key)
+            if earlier is not None:  # two ids the column cuts to one: the earliest exposure, any conversion
+                first, conv = min(first, earlier[0]), conv if conv is not None else earlier[1]
+            unique[key] = (first, conv)
+        seen = [(key, first, conv) for key, (first, conv) in sorted(unique.items())]
+        new = self._insert_users(conn, upsert, seen, claim)
+        converting: defaultdict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+        for (r, a, u), first, conv in seen:
+            if (r, a, u) in new:
+                counters[(r, a, minute_of(first), NEW_USERS, "")] += 1
+                if conv is not None:
+                    counters[(r, a, minute_of(first), NEW_CONVERTERS, "")] += 1
+            elif conv is not None:
+                converting[(r, a)][u] = conv
+        for (r, a), users in sorted(converting.items()):
+            names = sorted(users)
+            for i in range(0, len(names), 500):
+                chunk = names[i:i + 500]
+                first_conversions = conn.execute(
+                    update(exposures_table)
+                    .where(e.rollout == r, e.arm == a, e.user_key.in_(chunk), e.converted_at.is_(None))
+                    .values(converted_at=max(users[u] for u in chunk))
+                    .returning(e.first_seen)
+                ).scalars().all()
+                for first in first_conversions:
+                    counters[(r, a, minute_of(first), NEW_CONVERTERS, "")] += 1
+
+    def restart_users(self, rollout: str, changed_at: float) -> int:
+        """The percentage changed: forget who was seen before, so users count anew from ``changed_at``."""
+        self._ensure_tables()
+        e = exposures_table.c
+        with self._engine().begin() as conn:
+            deleted = conn.execute(
+                delete(exposures_table).where(e.rollout == rollout, e.first_seen < int(changed_at))
+            ).rowcount
+        return int(deleted or 0)
+
+    def compact(self, now: float | None = None) -> int:
+        """Fold the shards of closed minutes into shard 0 and the hourly rows; returns rows folded.
+
+        One transaction: the shard rows are deleted and returned, then added to their
+        targets, so a row is folded exactly once even if two processes compact at once
+        (on PostgreSQL only one does; the other skips).
+        """
+        self._ensure_tables()
+        engine = self._engine()
+        upsert = _dialect_insert(engine.dialect.name)
+        cut = minute_of(time.time() if now is None else now)
+        c = counters_table.c
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql" and not conn.execute(
+                select(func.pg_try_advisory_xact_lock(_COMPACTION_LOCK))
+            ).scalar():
+                return 0
+            moved = conn.execute(
+                delete(counters_table).where(c.shard > 0, c.minute < cut)
+                .returning(c.rollout, c.minute, c.arm, c.metric, c.key, c.value)
+            ).all()
+            if not moved:
+                return 0
+            minutes: defaultdict[tuple[str, int, str, str, str], float] = defaultdict(float)
+            hours: defaultdict[tuple[str, int, str, str, str], float] = defaultdict(float)
+            for r, m, a, metric, k, v in moved:
+                minutes[(r, m, a, metric, k)] += v
+                hours[(r, m - m % HOUR, a, metric, k)] += v
+            stmt = upsert(counters_table)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["rollout", "minute", "arm", "metric", "key", "shard"],
+                set_={"value": counters_table.c.value + stmt.excluded.value},
+            )
+            conn.execute(stmt, [
+                {"rollout": r, "minute": m, "arm": a, "metric": metric, "key": k, "shard": 0, "value": v}
+                for (r, m, a, metric, k), v in sorted(minutes.items())
+            ])
+            h = upsert(hour_counters_table)
+            h = h.on_conflict_do_update(
+                index_elements=["rollout", "hour", "arm", "metric", "key"],
+                set_={"value": hour_counters_table.c.value + h.excluded.value},
+            )
+            conn.execute(h, [
+                {"rollout": r, "hour": hr, "arm": a, "metric": metric, "key": k, "value": v}
+                for (r, hr, a, metric, k), v in sorted(hours.items())
+            ])
+        return len(moved)
 
     def record_probes(self, values: Mapping[str, float | None], now: float | None = None) -> None:
         """Store sampled probe values for this minute (last write wins)."""
@@ -224,14 +370,16 @@ class MetricStore:
             conn.execute(stmt, [{"name": k, "minute": minute, "value": v} for k, v in sorted(values.items())])
 
     def prune(self, retention_days: float, now: float | None = None) -> int:
-        """Delete metric rows older than the retention; returns rows deleted."""
+        """Delete metric rows older than the retention, batch ids older than a few hours; returns rows deleted."""
         self._ensure_tables()
-        cutoff = int((time.time() if now is None else now) - retention_days * 86400)
+        now = time.time() if now is None else now
+        cutoff = int(now - retention_days * 86400)
         deleted = 0
         with self._engine().begin() as conn:
             for stmt in (
                 delete(counters_table).where(counters_table.c.minute < cutoff),
-                delete(flushes_table).where(flushes_table.c.flushed_at < cutoff),
+                delete(hour_counters_table).where(hour_counters_table.c.hour < cutoff - cutoff % HOUR),
+                delete(flushes_table).where(flushes_table.c.flushed_at < int(time.time() - FLUSH_IDS_KEPT_S)),
                 delete(exposures_table).where(exposures_table.c.last_seen < cutoff),
                 delete(probes_table).where(probes_table.c.minute < cutoff),
             ):
@@ -255,26 +403,15 @@ class MetricStore:
             window_s = max(60, end + 60 - start)
         else:
             start = minute_of(now - window_s + 60) if window_s >= 60 else end
-        c = counters_table.c
         merged: defaultdict[str, defaultdict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
-        subjects: dict[str, float] = {}
         db_errors = quarantined = 0.0
         with self._engine().connect() as conn:
-            rows = conn.execute(
-                select(c.rollout, c.arm, c.metric, c.key, func.sum(c.value))
-                .where(c.rollout.in_([rollout, GLOBAL]), c.minute >= start, c.minute <= end)
-                .group_by(c.rollout, c.arm, c.metric, c.key)
+            rows = conn.execute(_sums([rollout, GLOBAL], start, end + 60, exclude=SUBJECT)).all()
+            c = _merged(start, end + 60, [rollout], only=SUBJECT).c
+            total = func.sum(c.value)
+            subjects = conn.execute(
+                select(c.key, total).group_by(c.key).order_by(total.desc(), c.key).limit(10)
             ).all()
-            e = exposures_table.c
-            users = {
-                arm: (int(n), int(conv or 0))
-                for arm, n, conv in conn.execute(
-                    select(e.arm, func.count(),
-                           func.sum(case((and_(e.converted_at >= start, e.converted_at < end + 60), 1), else_=0)))
-                    .where(e.rollout == rollout, e.last_seen >= start, e.first_seen < end + 60)
-                    .group_by(e.arm)
-                ).all()
-            }
             probes = self._latest_probes(conn, now)
         for r, arm, metric, key, value in rows:
             if r == GLOBAL:
@@ -282,13 +419,11 @@ class MetricStore:
                     db_errors += value
                 elif metric == QUARANTINED:
                     quarantined += value
-            elif metric == SUBJECT:
-                subjects[key] = subjects.get(key, 0.0) + value
             else:
                 merged[arm][metric][key] = value
         minutes = max(window_s / 60.0, 1 / 60.0)
         arms = {
-            arm: summarize_arm(merged.get(arm, {}), minutes, *users.get(arm, (0, 0)), bins=bins)
+            arm: summarize_arm(merged.get(arm, {}), minutes, *_users(merged.get(arm, {})), bins=bins)
             for arm in ("v1", "v2")
         }
         v1c, v2c = arms["v1"]["conversion_rate_pct"], arms["v2"]["conversion_rate_pct"]
@@ -304,7 +439,7 @@ class MetricStore:
             "arms": arms,
             "shadow": {arm: summarize_shadow(merged.get(arm, {}), bins=bins) for arm in ("v2", "v1")},
             "conversion_ratio": v2c / v1c if v1c and v2c is not None else None,
-            "top_subjects": sorted(subjects.items(), key=lambda kv: (-kv[1], kv[0]))[:10],
+            "top_subjects": [(key, float(value)) for key, value in subjects],
             "availability_pct": (responses - failed) / responses * 100.0 if responses else None,
             "db_errors": int(db_errors),
             "quarantined": int(quarantined),
@@ -322,8 +457,9 @@ class MetricStore:
         )
         with self._engine().connect() as conn:
             for minute, arm, metric, key, value in conn.execute(
-                select(c.minute, c.arm, c.metric, c.key, c.value)
+                select(c.minute, c.arm, c.metric, c.key, func.sum(c.value))
                 .where(c.rollout == rollout, c.minute >= start, c.minute <= minute_of(now), c.metric != SUBJECT)
+                .group_by(c.minute, c.arm, c.metric, c.key)
             ).all():
                 per_minute[int(minute)][arm][metric][key] = value
         out: list[Minute] = []
@@ -335,6 +471,24 @@ class MetricStore:
                 "shadow": summarize_shadow(arms.get("v2", {})),
             })
         return out
+
+    def users(self, rollout: str, *, since: float, now: float | None = None) -> dict[str, int]:
+        """Users per arm first seen from the first whole minute after ``since`` (a sum of per-minute counters)."""
+        return {"v1": 0, "v2": 0} | self.totals(rollout, NEW_USERS, since=since, now=now)
+
+    def totals(self, rollout: str, metric: str, *, since: float, now: float | None = None) -> dict[str, int]:
+        """One counter summed per arm (every arm, allow/deny-listed ones included) from the first whole minute
+        after ``since``; read from the rollups like every window."""
+        self._ensure_tables()
+        now = time.time() if now is None else now
+        start = minute_of(since) if since % 60 == 0 else minute_of(since) + 60
+        counts: dict[str, int] = {}
+        with self._engine().connect() as conn:
+            for _r, arm, _metric, _key, value in conn.execute(
+                _sums([rollout], start, minute_of(now) + 60, only=metric)
+            ).all():
+                counts[arm] = counts.get(arm, 0) + int(value)
+        return counts
 
     def _latest_probes(self, conn: Any, now: float) -> dict[str, float | None]:
         p = probes_table.c
@@ -350,6 +504,44 @@ class MetricStore:
         return {name: value for name, value in rows}
 
 
+def _merged(start: int, stop: int, rollouts: list[str], *, only: str | None = None,
+            exclude: str | None = None) -> Any:
+    """Counter rows of [start, stop) as one subquery: whole hours from the hourly rows plus the
+    shards not compacted yet, the partial first and last hours from the minute rows."""
+    c, h = counters_table.c, hour_counters_table.c
+
+    def minute_rows(lo: int, hi: int, *, pending: bool = False) -> Any:
+        q = select(c.rollout, c.arm, c.metric, c.key, c.value).where(
+            c.rollout.in_(rollouts), c.minute >= lo, c.minute < hi)
+        q = q.where(c.shard > 0) if pending else q
+        q = q.where(c.metric == only) if only is not None else q
+        return q.where(c.metric != exclude) if exclude is not None else q
+
+    first_hour, last_hour = start + (-start) % HOUR, stop - stop % HOUR
+    if first_hour >= last_hour:
+        return minute_rows(start, stop).subquery()
+    hours = select(h.rollout, h.arm, h.metric, h.key, h.value).where(
+        h.rollout.in_(rollouts), h.hour >= first_hour, h.hour < last_hour)
+    hours = hours.where(h.metric == only) if only is not None else hours
+    hours = hours.where(h.metric != exclude) if exclude is not None else hours
+    return union_all(
+        minute_rows(start, first_hour), hours, minute_rows(first_hour, last_hour, pending=True),
+        minute_rows(last_hour, stop),
+    ).subquery()
+
+
+def _sums(rollouts: list[str], start: int, stop: int, *, only: str | None = None,
+          exclude: str | None = None) -> Any:
+    """Sum per (rollout, arm, metric, key) of every shard and process over [start, stop)."""
+    u = _merged(start, stop, rollouts, only=only, exclude=exclude).c
+    return select(u.rollout, u.arm, u.metric, u.key, func.sum(u.value)).group_by(u.rollout, u.arm, u.metric, u.key)
+
+
+def _users(metrics: Mapping[str, Mapping[str, float]]) -> tuple[int, int]:
+    """(new users, of them converted) of one arm's merged counters."""
+    return int(sum(metrics.get(NEW_USERS, {}).values())), int(sum(metrics.get(NEW_CONVERTERS, {}).values()))
+
+
 #: what a refused write can raise: SQLAlchemy's errors, and drivers' encoding errors it lets through
 REFUSALS: tuple[type[BaseException], ...] = (SQLAlchemyError, UnicodeError, ValueError)
 
@@ -361,6 +553,31 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, SATimeoutError))
+
+
+#: the batch id, inserted by the first statement of a flush (a data-modifying CTE always runs)
+_CLAIM = "claimed AS (INSERT INTO v2rollout_flushes (batch_id, flushed_at) VALUES (:batch_id, :flushed_at))"
+#: the shard is the lowest one whose advisory lock this transaction gets (generate_series stops at the
+#: first, LIMIT 1): it holds only that one, released at commit; all taken: the process's own, and wait
+_FREE = ("free AS MATERIALIZED (SELECT s FROM generate_series(1, :shards) AS s "
+         "WHERE pg_try_advisory_xact_lock(CAST(:space AS integer), s) LIMIT 1)")
+_ADD_COUNTERS = (
+    "INSERT INTO v2rollout_minute_counters (rollout, minute, arm, metric, key, shard, value) "
+    "SELECT r, m, a, mt, k, coalesce((SELECT s FROM free), :fallback), v "
+    "FROM unnest(CAST(:r AS text[]), CAST(:m AS bigint[]), CAST(:a AS text[]), CAST(:mt AS text[]), "
+    "CAST(:k AS text[]), CAST(:v AS float8[])) AS t(r, m, a, mt, k, v) "
+    "ON CONFLICT (rollout, minute, arm, metric, key, shard) "
+    "DO UPDATE SET value = v2rollout_minute_counters.value + excluded.value"
+)
+_INSERT_USERS = (
+    "INSERT INTO v2rollout_exposures (rollout, arm, user_key, first_seen, last_seen, converted_at) "
+    "SELECT r, a, u, f, f, c FROM unnest(CAST(:r AS text[]), CAST(:a AS text[]), CAST(:u AS text[]), "
+    "CAST(:f AS bigint[]), CAST(:c AS bigint[])) AS t(r, a, u, f, c) "
+    "ON CONFLICT (rollout, arm, user_key) DO NOTHING RETURNING rollout, arm, user_key"
+)
+#: PostgreSQL statements over arrays, [without, with] the batch id claimed in them
+_PG_ADD_COUNTERS = (text(f"WITH {_FREE} {_ADD_COUNTERS}"), text(f"WITH {_CLAIM}, {_FREE} {_ADD_COUNTERS}"))
+_PG_INSERT_USERS = (text(_INSERT_USERS), text(f"WITH {_CLAIM} {_INSERT_USERS}"))
 
 
 def _is_duplicate_batch(exc: IntegrityError) -> bool:
@@ -387,7 +604,7 @@ class Flusher:
         self._after_flush = after_flush
         self._pid: int | None = None
         self._lock = threading.Lock()
-        self._last_prune = float("-inf")
+        self._last_prune = self._last_compaction = float("-inf")
 
     def ensure_started(self) -> None:
         if self._pid == os.getpid():
@@ -407,7 +624,7 @@ class Flusher:
                 log.exception("v2rollout: metrics flush cycle failed")
 
     def cycle(self, *, hooks: bool = True) -> bool:
-        """One round: count hung calls, flush, probes, prune (hourly), hooks (unless told not to).
+        """One round: count hung calls, flush, probes, compaction, prune (hourly), hooks (unless told not to).
 
         False when SQL failed.
         """
@@ -416,6 +633,9 @@ class Flusher:
             return False
         try:
             self.store.record_probes(self._probes(), now=self.clock())
+            if time.monotonic() - self._last_compaction >= COMPACT_EVERY_S:
+                self.store.compact(now=self.clock())
+                self._last_compaction = time.monotonic()
             if time.monotonic() - self._last_prune >= 3600:
                 self.store.prune(self.retention_days, now=self.clock())
                 self._last_prune = time.monotonic()
