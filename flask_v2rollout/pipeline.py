@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from time import monotonic
 from typing import Any, cast
 
@@ -59,17 +59,19 @@ class Assignment:
     flags: FlagSnapshot
 
 
-@dataclass
 class _RequestAssignments:
     """What one request has assigned so far (kept in its WSGI environ, so it dies with the request)."""
 
-    user_id: Any = _UNRESOLVED
-    by_rollout: dict[str, Assignment] = field(default_factory=dict)
-    #: (rollout, arm) of every calculate() in this request, for the response's status
-    calculated: set[tuple[str, str]] = field(default_factory=set)
-    #: (salt, user id) -> fine bucket, so ``calculate(user_id=…)`` hashes a user once per request
-    buckets: dict[tuple[str, str], int] = field(default_factory=dict)
-    responded: bool = False
+    __slots__ = ("user_id", "by_rollout", "calculated", "buckets", "responded")
+
+    def __init__(self) -> None:
+        self.user_id: Any = _UNRESOLVED
+        self.by_rollout: dict[str, Assignment] = {}
+        #: (rollout, arm) of every calculate() in this request, for the response's status
+        self.calculated: set[tuple[str, str]] = set()
+        #: (salt, user id) -> fine bucket, so ``calculate(user_id=…)`` hashes a user once per request
+        self.buckets: dict[tuple[str, str], int] = {}
+        self.responded = False
 
 
 @dataclass(slots=True)
@@ -160,6 +162,12 @@ class Pipeline:
 
         ``state``: the request's assignments, whose bucket cache spares a second md5 of the same user.
         """
+        version, snap = self._decide(rollout, user_id, state)
+        return Assignment(version, user_id, snap)
+
+    def _decide(self, rollout: Rollout, user_id: str | None,
+                state: _RequestAssignments | None) -> tuple[str, FlagSnapshot]:
+        """:meth:`assign` without building the Assignment (``calculate(user_id=…)`` needs none)."""
         snap = self.store.get(rollout.name)
         forced = self.forced.get(rollout.name) if self.forced else None
         if forced is not None:
@@ -177,7 +185,7 @@ class Pipeline:
         if signals.version_assigned.receivers:
             self._guarded(rollout, version, "signals", lambda: signals.version_assigned.send(
                 self.app, rollout=rollout.name, user_id=user_id, version=version, percentage=snap.percentage))
-        return Assignment(version, user_id, snap)
+        return version, snap
 
     # -- 2. calculate ----------------------------------------------------------------------------------
     def calculate(self, rollout: Rollout, args: tuple[Any, ...], kwargs: Mapping[str, Any],
@@ -188,20 +196,18 @@ class Pipeline:
         """
         state = self._request_state() if has_request_context() else None
         if user_id is not None:
-            assignment = self.assign(rollout, str(user_id), state=state)
+            uid: str | None = str(user_id)
+            version, flags = self._decide(rollout, uid, state)
         elif state is not None:
             assignment = self._assigned(state, rollout)
+            version, uid, flags = assignment.version, assignment.user_id, assignment.flags
         else:
             raise RuntimeError("calculate() outside a request needs user_id=…")
-        flags = assignment.flags
         deadline = self._deadline(rollout) if rollout.v2_timeout_ms is not None else None
-        token = self.in_flight.start(rollout.name, assignment.version)
+        token = self.in_flight.start(rollout.name, version)
         try:
-            outcome, span = self.telemetry.calculate(
-                rollout.name, flags, assignment.version, assignment.user_id, lambda: run(
-                    rollout.name, rollout.v1, rollout.v2, assignment.version, flags.fallback, args, kwargs,
-                    assignment.user_id, deadline,
-                ))
+            outcome, span = self.telemetry.calculate(rollout.name, flags, version, uid, lambda: run(
+                rollout.name, rollout.v1, rollout.v2, version, flags.fallback, args, kwargs, uid, deadline))
         finally:
             counted = self.in_flight.finish(token)
         # 3. sinks
@@ -318,7 +324,7 @@ class Pipeline:
     # -- responses (availability) -------------------------------------------------------------------
     def record_response(self, response: Response) -> Response:
         """``after_request``: count the status of a request that calculated, once per (rollout, arm)."""
-        state: _RequestAssignments | None = request.environ.get(_ENVIRON_KEY)
+        state: _RequestAssignments | None = _REQUEST._get_current_object().environ.get(_ENVIRON_KEY)
         if state is not None and state.calculated and not state.responded:
             state.responded = True
             for rollout, arm in state.calculated:
@@ -329,7 +335,7 @@ class Pipeline:
         """``teardown_request``: an exception that left the view unanswered counts as a 500."""
         if exc is None:
             return
-        state: _RequestAssignments | None = request.environ.get(_ENVIRON_KEY)
+        state: _RequestAssignments | None = _REQUEST._get_current_object().environ.get(_ENVIRON_KEY)
         if state is not None and state.calculated and not state.responded:
             state.responded = True
             for rollout, arm in state.calculated:

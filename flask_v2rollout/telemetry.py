@@ -249,6 +249,9 @@ class Telemetry:
         self._follows_globals = tracer_provider is None and meter_provider is None and logger_provider is None
         self._noop_until = float("-inf")
         self._logger = _logs.get_logger(SCOPE, _VERSION, logger_provider, SCHEMA_URL)
+        #: no LoggerProvider injected: while the global one is the API's proxy, nothing listens for events
+        self._logs_follow_global = logger_provider is None
+        self._logs_quiet_until = float("-inf")
         instruments = _instruments_for(meter_provider) if enabled else None
         self._instruments = instruments
         self._names: dict[str, tuple[str, dict[str, str]]] = {}
@@ -282,7 +285,7 @@ class Telemetry:
                     evaluation = self._unexpected(span, key_attrs, flags, outcome, kind, error_type)
                 if self.span_event:
                     span.add_event(EVALUATION_EVENT, evaluation)
-                if self._logger.enabled(event_name=EVALUATION_EVENT):
+                if self._logs_listen():
                     self._logger.emit(event_name=EVALUATION_EVENT, attributes=evaluation)  # correlated with the span
             finally:
                 otel_context.detach(token)
@@ -290,7 +293,7 @@ class Telemetry:
         else:
             outcome = call()
             kind, error_type = _classify(outcome)
-            if self._logger.enabled(event_name=EVALUATION_EVENT):
+            if self._logs_listen():
                 if kind != OK:
                     evaluation = {**key_attrs, **self._result(flags, outcome, error_type)}
                 self._logger.emit(event_name=EVALUATION_EVENT, attributes=evaluation)
@@ -361,6 +364,17 @@ class Telemetry:
         if error_type is not None:
             attrs[ERROR_TYPE] = error_type
         return attrs
+
+    def _logs_listen(self) -> bool:
+        """Does a LoggerProvider want the evaluation event? The global proxy's answer is kept for a second."""
+        if self._logs_follow_global:
+            now = time.monotonic()
+            if now < self._logs_quiet_until:
+                return False
+            if isinstance(_logs.get_logger_provider(), _ProxyLoggerProvider):
+                self._logs_quiet_until = now + 1.0
+                return False
+        return self._logger.enabled(event_name=EVALUATION_EVENT)
 
     def _globals_noop(self) -> bool:
         """:func:`_globals_are_noop`, asked at most once a second (each provider lookup costs ~1 µs)."""

@@ -59,6 +59,8 @@ SUBJECTS_PER_MINUTE = 200
 OTHER = "__other__"
 
 Key = tuple[str, str, int, str, str]
+#: "0xx" … "9xx", so counting a response formats nothing
+_STATUS_CLASSES = tuple(f"{n}xx" for n in range(10))
 
 
 def latency_bin(ms: float) -> int:
@@ -135,22 +137,27 @@ class _Calls:
     handles the cells that were touched since the last one and nothing else.
     """
 
-    __slots__ = ("calculations", "slow", "duration_ms", "latency")
+    __slots__ = ("calculations", "slow", "duration_ms", "latency", "responses")
 
     def __init__(self) -> None:
         self.calculations = 0
         self.slow = 0
         self.duration_ms = 0.0
         self.latency: dict[int, int] = {}
+        #: status class ("2xx", …) -> responses of requests that calculated
+        self.responses: dict[str, int] = {}
 
     def rows(self, rollout: str, arm: str, minute: int) -> Iterator[tuple[Key, float]]:
         if self.calculations:
             yield (rollout, arm, minute, CALCULATIONS, ""), float(self.calculations)
         if self.slow:
             yield (rollout, arm, minute, SLOW, ""), float(self.slow)
-        yield (rollout, arm, minute, DURATION_SUM, ""), self.duration_ms
+        if self.latency:
+            yield (rollout, arm, minute, DURATION_SUM, ""), self.duration_ms
         for index, n in self.latency.items():
             yield (rollout, arm, minute, LATENCY, str(index)), float(n)
+        for status, n in self.responses.items():
+            yield (rollout, arm, minute, RESPONSE, status), float(n)
 
 
 class Recorder:
@@ -297,7 +304,14 @@ class Recorder:
 
     def response(self, rollout: str, arm: str, status: int) -> None:
         """The HTTP status of a request that calculated (availability is the non-5xx share)."""
-        self._add([(rollout, arm, RESPONSE, f"{status // 100}xx", 1.0)])
+        status_class = _STATUS_CLASSES[status // 100] if 0 <= status < 1000 else f"{status // 100}xx"
+        minute = int(self.clock() // 60) * 60
+        with self._lock:
+            cell = self._calls.get((rollout, arm, minute))
+            if cell is None:
+                cell = self._calls[(rollout, arm, minute)] = _Calls()
+            responses = cell.responses
+            responses[status_class] = responses.get(status_class, 0) + 1
 
     def quarantined(self, reason: str, rows: int) -> None:
         """Counter rows SQL refused for good; counted app-wide under the reason."""
