@@ -206,7 +206,7 @@ class V2Rollout:
         A v2 failure serves v1 (fallback on); an exception of v1 (or of v2 with
         fallback off) is counted, then raised unchanged.
         """
-        rollout = self._rollout(name)
+        rollout = self.registry.get(name)
         return self._runtime().pipeline.calculate(rollout, args, kwargs, user_id)
 
     def track_conversion(self, name: str) -> None:

@@ -205,9 +205,15 @@ class Pipeline:
             raise RuntimeError("calculate() outside a request needs user_id=…")
         deadline = self._deadline(rollout) if rollout.v2_timeout_ms is not None else None
         token = self.in_flight.start(rollout.name, version)
+        telemetry = self.telemetry
         try:
-            outcome, span = self.telemetry.calculate(rollout.name, flags, version, uid, lambda: run(
-                rollout.name, rollout.v1, rollout.v2, version, flags.fallback, args, kwargs, uid, deadline))
+            if telemetry.quiet():  # nothing listens: no span, no closure
+                outcome = run(rollout.name, rollout.v1, rollout.v2, version, flags.fallback, args, kwargs, uid,
+                              deadline)
+                span = None
+            else:
+                outcome, span = telemetry.calculate(rollout.name, flags, version, uid, lambda: run(
+                    rollout.name, rollout.v1, rollout.v2, version, flags.fallback, args, kwargs, uid, deadline))
         finally:
             counted = self.in_flight.finish(token)
         # 3. sinks

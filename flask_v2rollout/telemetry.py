@@ -304,6 +304,10 @@ class Telemetry:
                 1, self._cached(("fallback", rollout, reason), lambda: {ROLLOUT: rollout, FALLBACK_REASON: reason}))
         return outcome, span.get_span_context()
 
+    def quiet(self) -> bool:
+        """True when :meth:`calculate` would only run the call (telemetry off, or no SDK behind the globals)."""
+        return self._instruments is None or (self._follows_globals and self._globals_noop())
+
     def _expected(
         self, rollout: str, key_attrs: dict[str, str], flags: FlagSnapshot, assigned: str, user_id: str | None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
