@@ -1,6 +1,7 @@
 """The app benchmarks/worker_cpu.py serves: a plain view calling v1, or the same view through the extension.
 
-``$MODE`` is ``plain`` (no extension at all) or ``extension`` (``calculate()`` at a 50 % rollout). Both read
+``$MODE`` is ``plain`` (no extension at all), ``extension`` (``calculate()`` at a 50 % rollout) or
+``installed`` (the extension initialised, the view calling v1 directly: the cost of its hooks alone). Both read
 the user from the ``user`` query argument (the extension through its user loader), as a host identifies its
 user whether or not it rolls anything out; ``$BENCH_INSTANCE`` is the instance folder.
 """
@@ -35,18 +36,19 @@ def create_app(mode: str) -> Flask:
     def healthz() -> ResponseReturnValue:
         return "ok"
 
-    if mode == "plain":
+    if mode != "plain":
+        app.config["V2ROLLOUT_DEFAULTS"] = {"v2_rollout_percentage": 50}
+        app.config.from_prefixed_env("BENCH")  # e.g. BENCH_V2ROLLOUT_METRICS_FLUSH_S=3600: one cost alone
+        ext = V2Rollout(app)
+        ext.register("bench", v1=v1, v2=v2)
+        ext.user_loader(current_user)
+    if mode in ("plain", "installed"):
         @app.get("/calc/<int:x>")
         def plain(x: int) -> ResponseReturnValue:
             current_user()  # the host knows its user either way (Flask-Login loads it on every request)
             return jsonify(value=v1(x))
 
         return app
-    app.config["V2ROLLOUT_DEFAULTS"] = {"v2_rollout_percentage": 50}
-    app.config.from_prefixed_env("BENCH")  # e.g. BENCH_V2ROLLOUT_METRICS_FLUSH_S=3600 to look at one cost alone
-    ext = V2Rollout(app)
-    ext.register("bench", v1=v1, v2=v2)
-    ext.user_loader(current_user)
 
     @app.get("/calc/<int:x>")
     def through_extension(x: int) -> ResponseReturnValue:

@@ -47,11 +47,11 @@ def get(port: int, path: str) -> bytes:
 class Server:
     """One gunicorn with 2 sync workers serving benchmarks/cpu_app.py in ``mode``."""
 
-    def __init__(self, mode: str, extra: dict[str, str] | None = None) -> None:
+    def __init__(self, mode: str, extra: dict[str, str] | None = None, source: Path = ROOT) -> None:
         self.mode = mode
         self.port = free_port()
         env = {**os.environ, **(extra or {}), "MODE": mode.split("-")[0], "BENCH_INSTANCE": tempfile.mkdtemp(),
-               "PYTHONPATH": f"{ROOT / 'benchmarks'}:{ROOT}"}
+               "PYTHONPATH": f"{ROOT / 'benchmarks'}:{source}", "PYTHONDONTWRITEBYTECODE": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-w", "2", "-k", "sync", "--no-control-socket",
              "-b", f"127.0.0.1:{self.port}", "cpu_app:app_from_env()"],
@@ -118,18 +118,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--users", type=int, default=10_000, help="users drawn from (uniformly, per request)")
+    parser.add_argument("--installed", action="store_true",
+                        help="a third server: the extension initialised, the view not calling it")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a source tree of another version (e.g. from `git archive`), served as a third server")
     args = parser.parse_args()
     rng = random.Random(16)
     servers = [Server("plain"), Server("extension")]
-    if os.environ.get("BENCH_NOFLUSH"):
-        servers.append(Server("extension-noflush", extra={"BENCH_V2ROLLOUT_METRICS_FLUSH_S": "3600"}))
+    if args.installed:
+        servers.append(Server("installed"))
+    if args.baseline is not None:
+        servers.append(Server("extension-baseline", source=args.baseline))
     try:
         for server in servers:  # warm-up: imports, tables, first flag read, first flush
             drive(server, 500, args.concurrency, args.users, rng)
         cpu: dict[str, list[float]] = {s.mode: [] for s in servers}
         rate: dict[str, list[float]] = {s.mode: [] for s in servers}
         for i in range(args.rounds):
-            for server in servers if i % 2 == 0 else servers[::-1]:
+            for server in servers[i % len(servers):] + servers[:i % len(servers)]:
                 us, rps = drive(server, args.requests, args.concurrency, args.users, rng)
                 cpu[server.mode].append(us)
                 rate[server.mode].append(rps)
@@ -147,6 +153,9 @@ def main() -> None:
     per_round = [e / p for e, p in zip(cpu["extension"], cpu["plain"], strict=True)]
     print(f"  ratio extension / plain: {ratio:.3f} (per round {min(per_round):.3f}–{max(per_round):.3f}); "
           f"goal ≤ 1.05: {'met' if ratio <= 1.05 else 'NOT met'}")
+    if "extension-baseline" in cpu:
+        baseline = statistics.median(cpu["extension-baseline"]) / statistics.median(cpu["plain"])
+        print(f"  ratio baseline / plain: {baseline:.3f}")
 
 
 if __name__ == "__main__":
