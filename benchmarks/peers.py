@@ -8,6 +8,9 @@ Run: .venv/bin/pip install -r benchmarks/requirements.txt && .venv/bin/python be
    (``TestData``, ``send_events=False``); each peer evaluates its flag and calls the chosen function.
 2. What the caller waits for when v2 (a 20 ms sleep) is compared with v1: laboratory runs the
    candidate inline; our shadow mode submits it to the background runner.
+3. With the OpenTelemetry SDK on (a global TracerProvider, BatchSpanProcessor to a discarding exporter):
+   ``calculate(user_id=…)`` against a bare SDK span around ``assign()`` + call (the least any tracing of
+   that decision costs) and LaunchDarkly's OpenTelemetry hook (``ldotel``, ``add_spans=True``).
 """
 from __future__ import annotations
 
@@ -25,6 +28,10 @@ from growthbook import GrowthBook
 from ldclient import Context, LDClient
 from ldclient.config import Config
 from ldclient.integrations.test_data import FlagBuilder, TestData
+from ldotel.tracing import Hook, HookOptions
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from UnleashClient import UnleashClient
 from UnleashClient.cache import FileCache
 
@@ -119,11 +126,11 @@ class RolloutFlag(FlagBuilder):
         return flag
 
 
-def launchdarkly() -> LDClient:
+def launchdarkly(hooks: list[Any] | None = None) -> LDClient:
     """LaunchDarkly fed by TestData: no streaming, polling or events."""
     td = TestData.data_source()
     td.update(RolloutFlag("bench").boolean_flag())
-    return LDClient(config=Config("bench-sdk-key", update_processor_class=td, send_events=False))
+    return LDClient(config=Config("bench-sdk-key", update_processor_class=td, send_events=False, hooks=hooks or []))
 
 
 def lab_call(x: int) -> int:
@@ -192,10 +199,49 @@ def shadow() -> None:
           f"timed out {timed_out:.0f}; drained {'fully' if drained else 'NOT fully'}")
 
 
+class Discard(SpanExporter):
+    def export(self, spans: object) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def traced() -> None:
+    """Part 3: the SDK on. Sets the global TracerProvider, so it runs last."""
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=1 << 21))
+    trace.set_tracer_provider(provider)
+    tracer = provider.get_tracer("bench")
+    app, ext = ours({"v2_rollout_percentage": 10})
+    ext.register("bench", v1=v1, v2=v2)
+    ld = launchdarkly([Hook(HookOptions(add_spans=True))])
+
+    def bare(uid: str) -> int:
+        with tracer.start_as_current_span("bench"):
+            return (v2 if assign(uid, 10) == "v2" else v1)(0)
+
+    paths: list[tuple[str, Decide]] = [
+        ("bare SDK span: assign() + call", bare),
+        ("ours: calculate(user_id=…)", lambda uid: ext.calculate("bench", 0, user_id=uid).value),
+        ("LaunchDarkly + ldotel add_spans", lambda uid: (v2 if ld.variation("bench", Context.create(uid), False)
+                                                         else v1)(0)),
+    ]
+    print(f"\n3. OpenTelemetry SDK on: {len(USERS)} users × {PASSES} passes, median of {REPEATS} repeats")
+    print(f"  {'path':34} {'µs/call':>8} {'÷ bare span':>12}")
+    try:
+        with app.app_context():
+            times = per_call_us([decide for _, decide in paths])
+    finally:
+        ld.close()
+    for (name, _), us in zip(paths, times, strict=True):
+        print(f"  {name:34} {us:8.3f} {us / times[0]:11.2f}x")
+    print(f"  ours / bare span {times[1] / times[0]:.2f}x (goal ≤ 1.3x); ours / LaunchDarkly's hook "
+          f"{times[1] / times[2]:.2f}x")
+
+
 def main() -> None:
     print(f"Python {sys.version.split()[0]}; measured: flask_v2rollout {version('flask_v2rollout')}, "
           f"growthbook {version('growthbook')}, UnleashClient {version('UnleashClient')}, "
-          f"launchdarkly-server-sdk {version('launchdarkly-server-sdk')}, laboratory {version('laboratory')}")
+          f"launchdarkly-server-sdk {version('launchdarkly-server-sdk')}, "
+          f"launchdarkly-server-sdk-otel {version('launchdarkly-server-sdk-otel')}, laboratory {version('laboratory')}")
     print("all local: GrowthBook without client key, Unleash bootstrapped (fetch_toggles=False, no registration "
           "or metrics), LaunchDarkly on TestData (send_events=False)")
     gb, unl, ld = growthbook(), unleash(), launchdarkly()
@@ -206,6 +252,7 @@ def main() -> None:
         unl.destroy()
         ld.close()
     shadow()
+    traced()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ FINE_BUCKETS = 10_000  # hundredths of a percent
 
 def _digest_int(user_id: str, salt: str) -> int:
     key = f"{salt}:{user_id}" if salt else user_id
-    return int(hashlib.md5(key.encode("utf-8")).hexdigest(), 16)
+    # the digest read as a big-endian integer: the same number as ``int(hexdigest, 16)``, without the text
+    return int.from_bytes(hashlib.md5(key.encode("utf-8")).digest(), "big")
 
 
 def bucket(user_id: str, salt: str = "") -> int:
@@ -46,6 +47,11 @@ def in_rollout(user_id: str, percentage: float, salt: str = "") -> bool:
     if limit >= FINE_BUCKETS:
         return True
     return fine_bucket(user_id, salt) < limit
+
+
+def version_at(fine: int, percentage: float) -> str:
+    """``"v2"`` or ``"v1"`` for a user whose :func:`fine_bucket` is ``fine`` (a caller that kept it skips the md5)."""
+    return "v2" if fine < threshold(percentage) else "v1"
 
 
 def assign(user_id: str, percentage: float, salt: str = "") -> str:

@@ -6,7 +6,7 @@ registrations live in this object's :class:`~flask_v2rollout.registry.Registry`,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from flask import Flask, current_app, has_request_context
 from opentelemetry import _logs as otel_logs
@@ -47,6 +47,12 @@ from .replay import replay as replay_inputs
 from .runtime import Health, Providers, Runtime
 from .settings import DEFAULTS, Settings
 from .targeting import make_targeting
+
+if TYPE_CHECKING:
+    from werkzeug.local import LocalProxy
+
+#: Flask's ``current_app`` as the proxy it is: ``_get_current_object()`` is one context lookup
+_CURRENT_APP = cast("LocalProxy[Flask]", current_app)
 
 
 class Status(TypedDict):
@@ -196,7 +202,8 @@ class V2Rollout:
 
     def _runtime(self) -> Runtime:
         try:
-            runtime: Runtime = current_app.extensions["v2rollout"]
+            # the app itself, then its dict: one context lookup (each attribute read through the proxy is one)
+            runtime: Runtime = _CURRENT_APP._get_current_object().extensions["v2rollout"]
         except RuntimeError:
             raise RuntimeError(
                 "Working outside of an application context: V2Rollout needs the app. "
@@ -240,7 +247,7 @@ class V2Rollout:
         A v2 failure serves v1 (fallback on); an exception of v1 (or of v2 with
         fallback off) is counted, then raised unchanged.
         """
-        rollout = self._rollout(name)
+        rollout = self.registry.get(name)
         return self._runtime().pipeline.calculate(rollout, args, kwargs, user_id)
 
     def track_conversion(self, name: str) -> None:

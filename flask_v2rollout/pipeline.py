@@ -1,8 +1,8 @@
 """The request path, top to bottom: lazy assignment → span → dispatch → outcome → guarded sinks.
 
 1. **Assignment** happens on the first ``calculate()`` / ``current_version()`` of a
-   request and is kept on ``g`` (Flask-Login's ``current_user`` pattern): the user
-   id (host loader, Flask-Login, or a sticky anonymous id in the session), the
+   request and is kept with the request (in its WSGI environ, one lookup per call): the
+   user id (host loader, Flask-Login, or a sticky anonymous id in the session), the
    flags from the store's cache, the bucket. A request that never calculates
    assigns nothing and never touches the session (no ``Set-Cookie``, no ``Vary``).
 2. **calculate()**: the telemetry span is current while :func:`dispatch.run`
@@ -21,15 +21,16 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from time import monotonic
-from typing import Any
+from typing import Any, cast
 
-from flask import Flask, Response, g, has_request_context, request
-from opentelemetry import context as otel_context
+from flask import Flask, Request, Response, has_request_context, request
+from opentelemetry.trace import SpanContext
+from werkzeug.local import LocalProxy
 
 from . import signals
-from .bucketing import assign, fine_bucket
+from .bucketing import fine_bucket, version_at
 from .compare import FALLBACK, V2_ERROR, Comparison, number_of
 from .dispatch import Deadline, Outcome, matches, qualified_name, run
 from .flags import FlagSnapshot, FlagStore
@@ -45,9 +46,12 @@ from .telemetry import Telemetry
 
 log = logging.getLogger("flask_v2rollout")
 
-_G_KEY = "_v2rollout"
+#: the request's :class:`_RequestAssignments` in ``request.environ``
+_ENVIRON_KEY = "flask_v2rollout.assignments"
 _UNRESOLVED = object()
 SAMPLE_SCALE = 10_000
+#: Flask's ``request`` as the proxy it is: ``_get_current_object()`` is one context lookup
+_REQUEST = cast("LocalProxy[Request]", request)
 
 
 @dataclass(frozen=True)
@@ -67,24 +71,24 @@ class Assignment:
         return self.arm or self.version
 
 
-@dataclass
 class _RequestAssignments:
-    """What one request has assigned so far (kept on ``g``, tagged with its request).
+    """What one request has assigned so far (kept in its WSGI environ, so it dies with the request)."""
 
-    The tag matters because an app context — and so ``g`` — outlives a request
-    when one was pushed before it (tests, CLI): a new request starts afresh.
-    """
+    __slots__ = ("user_id", "by_rollout", "calculated", "buckets", "responded", "request_id")
 
-    request: object
-    user_id: Any = _UNRESOLVED
-    by_rollout: dict[str, Assignment] = field(default_factory=dict)
-    #: (rollout, arm) of every calculate() in this request, for the response's status
-    calculated: set[tuple[str, str]] = field(default_factory=set)
-    responded: bool = False
-    request_id: str | None = None
+    def __init__(self) -> None:
+        self.user_id: Any = _UNRESOLVED
+        self.by_rollout: dict[str, Assignment] = {}
+        #: (rollout, arm) of every calculate() in this request, for the response's status
+        self.calculated: set[tuple[str, str]] = set()
+        #: (salt, user id) -> fine bucket, so ``calculate(user_id=…)`` hashes a user once per request
+        self.buckets: dict[tuple[str, str], int] = {}
+        self.responded = False
+        #: the request's id (its ``V2ROLLOUT_REQUEST_ID_HEADER``, else generated), carried by every record
+        self.request_id: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Call:
     """One finished ``calculate()``: what the sinks receive."""
 
@@ -96,7 +100,11 @@ class Call:
     subject: str | None
     #: the in-flight sweep already counted this call while it ran
     counted: bool = False
-    #: the request's id (its ``V2ROLLOUT_REQUEST_ID_HEADER``, else generated), carried by every record
+    #: the ``v2rollout.calculate`` span of the call (None when nothing traced it), for the shadow span's link
+    span: SpanContext | None = None
+    #: the request's assignments (None outside a request): where its request id is kept
+    request: _RequestAssignments | None = None
+    #: the id every record of this call carries (``Pipeline.request_id``, made on first use)
     request_id: str | None = None
 
 
@@ -124,6 +132,8 @@ class Pipeline:
         self.journal = journal
         self._request_id_header = request_id_header
         self._on_activity = on_activity
+        #: on_activity was called in this process (it starts the flusher: once is enough until a fork)
+        self._active = False
         self._db_errors = db_errors
         self._deadline_workers = deadline_workers
         self._deadlines: dict[str, Deadline] = {}
@@ -141,21 +151,23 @@ class Pipeline:
 
     # -- 1. assignment -------------------------------------------------------------------------------
     def assignment(self, rollout: Rollout) -> Assignment:
-        """This request's assignment for ``rollout``, made on first use and kept on ``g``."""
-        state = self._request_state()
+        """This request's assignment for ``rollout``, made on first use and kept with the request."""
+        return self._assigned(self._request_state(), rollout)
+
+    def _assigned(self, state: _RequestAssignments, rollout: Rollout) -> Assignment:
         found = state.by_rollout.get(rollout.name)
         if found is None:
             if state.user_id is _UNRESOLVED:
                 state.user_id = self._request_user_id()
-            found = state.by_rollout[rollout.name] = self.assign(rollout, state.user_id)
+            found = state.by_rollout[rollout.name] = self.assign(rollout, state.user_id, state=state)
         return found
 
-    def _request_state(self) -> _RequestAssignments:
-        current = request.environ  # one dict per request: its identity tags the request
-        state: _RequestAssignments | None = g.get(_G_KEY)
-        if state is None or state.request is not current:
-            state = _RequestAssignments(current)
-            setattr(g, _G_KEY, state)
+    @staticmethod
+    def _request_state() -> _RequestAssignments:
+        environ = _REQUEST._get_current_object().environ  # one context lookup, not one per attribute
+        state: _RequestAssignments | None = environ.get(_ENVIRON_KEY)
+        if state is None:
+            state = environ[_ENVIRON_KEY] = _RequestAssignments()
         return state
 
     def _request_user_id(self) -> str | None:
@@ -166,8 +178,18 @@ class Pipeline:
             log.exception("v2rollout: user loader failed; serving v1 to this request")
             return None
 
-    def assign(self, rollout: Rollout, user_id: str | None) -> Assignment:
-        """Bucket ``user_id`` on the rollout's current flags (a pinned version wins)."""
+    def assign(self, rollout: Rollout, user_id: str | None, *, state: _RequestAssignments | None = None) -> Assignment:
+        """Bucket ``user_id`` on the rollout's current flags (a pinned version wins).
+
+        ``state``: the request's assignments, whose bucket cache spares a second md5 of the same user.
+        """
+        version, snap, arm = self._decide(rollout, user_id, state)
+        return Assignment(version, user_id, snap, pinned=rollout.name in self.forced, arm=arm)
+
+    def _decide(self, rollout: Rollout, user_id: str | None,
+                state: _RequestAssignments | None) -> tuple[str, FlagSnapshot, str]:
+        """:meth:`assign` without building the Assignment (``calculate(user_id=…)`` needs none): the version,
+        the flags, and the allow/deny-list arm the user is counted in ("" for a bucketed user)."""
         snap = self.store.get(rollout.name)
         forced = self.forced.get(rollout.name) if self.forced else None
         listed = self._listed(rollout, user_id) if forced is None and rollout.targeting else None
@@ -175,13 +197,20 @@ class Pipeline:
             version = forced
         elif listed is not None:
             version = listed
+        elif user_id is None:
+            version = "v1"
+        elif state is None:
+            version = version_at(fine_bucket(user_id, rollout.salt), snap.percentage)
         else:
-            version = assign(user_id, snap.percentage, rollout.salt) if user_id is not None else "v1"
+            key = (rollout.salt, user_id)
+            fine = state.buckets.get(key)
+            if fine is None:
+                fine = state.buckets[key] = fine_bucket(user_id, rollout.salt)
+            version = version_at(fine, snap.percentage)
         if signals.version_assigned.receivers:
             self._guarded(rollout, version, "signals", lambda: signals.version_assigned.send(
                 self.app, rollout=rollout.name, user_id=user_id, version=version, percentage=snap.percentage))
-        return Assignment(version, user_id, snap, pinned=forced is not None,
-                          arm=TARGETED_ARMS[version] if listed is not None else "")
+        return version, snap, TARGETED_ARMS[version] if listed is not None else ""
 
     def _listed(self, rollout: Rollout, user_id: str | None) -> str | None:
         """The allow/deny lists' word on this user; a failing host predicate leaves it to the bucket."""
@@ -195,55 +224,87 @@ class Pipeline:
     # -- 2. calculate ----------------------------------------------------------------------------------
     def calculate(self, rollout: Rollout, args: tuple[Any, ...], kwargs: Mapping[str, Any],
                   user_id: Any = None) -> Outcome:
-        """Serve the assigned version, run every sink, then return the Outcome (or re-raise v1's error)."""
+        """Serve the assigned version, run every sink, then return the Outcome (or re-raise v1's error).
+
+        The request's state is looked up once; the sinks are called in a plain loop (no closure per sink).
+        """
+        state = self._request_state() if has_request_context() else None
         if user_id is not None:
-            assignment = self.assign(rollout, str(user_id))
-        elif has_request_context():
-            assignment = self.assignment(rollout)
+            uid: str | None = str(user_id)
+            version, flags, listed_arm = self._decide(rollout, uid, state)
+        elif state is not None:
+            assignment = self._assigned(state, rollout)
+            version, uid, flags, listed_arm = assignment.version, assignment.user_id, assignment.flags, assignment.arm
         else:
             raise RuntimeError("calculate() outside a request needs user_id=…")
-        flags = assignment.flags
         deadline = self._deadline(rollout) if rollout.v2_timeout_ms is not None else None
-        token = self.in_flight.start(rollout.name, assignment.counted_as)
+        token = self.in_flight.start(rollout.name, listed_arm or version)
+        telemetry = self.telemetry
         try:
-            outcome = self.telemetry.calculate(rollout.name, flags, lambda: run(
-                rollout.name, rollout.v1, rollout.v2, assignment.version, flags.fallback, args, kwargs,
-                assignment.user_id, deadline,
-            ))
+            if telemetry.quiet():  # nothing listens: no span, no closure
+                outcome = run(rollout.name, rollout.v1, rollout.v2, version, flags.fallback, args, kwargs, uid,
+                              deadline)
+                span = None
+            else:
+                outcome, span = telemetry.calculate(rollout.name, flags, version, uid, lambda: run(
+                    rollout.name, rollout.v1, rollout.v2, version, flags.fallback, args, kwargs, uid, deadline))
         finally:
             counted = self.in_flight.finish(token)
-        if assignment.arm:  # an allow/deny-listed user: counted apart from the compared arms
-            outcome.assigned = assignment.arm
+        if listed_arm:  # an allow/deny-listed user: counted apart from the compared arms
+            outcome.assigned = listed_arm
         # 3. sinks
-        self._on_activity()
-        if has_request_context():
-            self._request_state().calculated.add((rollout.name, outcome.assigned))
-        subject = self._guarded(rollout, outcome.assigned, "subject", lambda: rollout.subject_of(args, kwargs))
-        call = Call(rollout, flags, outcome, args, kwargs, subject, counted, self._request_id())
+        if not self._active:
+            self._activity()
+        arm = outcome.assigned
+        if state is not None:
+            state.calculated.add((rollout.name, arm))
+        subject = None
+        if rollout.subject is not None:
+            subject = self._guarded(rollout, arm, "subject", lambda: rollout.subject_of(args, kwargs))
+        call = Call(rollout, flags, outcome, args, kwargs, subject, counted, span, state)
         for name, sink in self.sinks:
-            self._guarded(rollout, outcome.assigned, name, lambda sink=sink: sink(call))  # type: ignore[misc]
+            try:
+                sink(call)
+            except Exception:
+                self._sink_failed(rollout, arm, name)
         if outcome.raised is not None:
             raise outcome.raised
         return outcome
 
-    def _request_id(self) -> str:
-        """This request's id: the gateway's header when it is sane, else one made up once per request."""
-        if not has_request_context():
-            return uuid.uuid4().hex
-        state = self._request_state()
-        if state.request_id is None:
-            given = request.headers.get(self._request_id_header, "").strip()
-            state.request_id = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
-        return state.request_id
+    def request_id(self, call: Call) -> str:
+        """The call's request id, made on first use: the gateway's header when it is sane, else one made up
+        once per request (or per call outside a request). Lazy: a call no record carries costs no uuid."""
+        if call.request_id is None:
+            state = call.request
+            if state is None:
+                call.request_id = uuid.uuid4().hex
+            else:
+                if state.request_id is None:
+                    given = request.headers.get(self._request_id_header, "").strip()
+                    state.request_id = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+                call.request_id = state.request_id
+        return call.request_id
+
+    def _activity(self) -> None:
+        self._on_activity()
+        self._active = True
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's flusher thread does not run here, so the next call starts one."""
+        self._active = False
 
     def _guarded(self, rollout: Rollout, arm: str, sink: str, work: Callable[[], Any]) -> Any:
         """Run ``work``; an exception is logged and counted, never passed to the caller."""
         try:
             return work()
         except Exception:
-            log.exception("v2rollout: %s of rollout %r failed; the outcome is served anyway", sink, rollout.name)
-            self.recorder.sink_error(rollout.name, arm, sink)
+            self._sink_failed(rollout, arm, sink)
             return None
+
+    def _sink_failed(self, rollout: Rollout, arm: str, sink: str) -> None:
+        """Inside an ``except``: log the exception and count it as a sink error."""
+        log.exception("v2rollout: %s of rollout %r failed; the outcome is served anyway", sink, rollout.name)
+        self.recorder.sink_error(rollout.name, arm, sink)
 
     # -- 3. sinks ------------------------------------------------------------------------------------------
     def _deadline(self, rollout: Rollout) -> Deadline:
@@ -277,7 +338,7 @@ class Pipeline:
             meta = dict(rollout.metadata(outcome.value))
         self.jsonlog.calculation(
             outcome, subject=call.subject, number=number_of(rollout.extract, outcome.value), metadata=meta,
-            request_id=call.request_id,
+            request_id=self.request_id(call),
         )
 
     def _record_inputs(self, call: Call) -> None:
@@ -287,7 +348,7 @@ class Pipeline:
             return
         inputs: dict[str, Any] = {"args": list(call.args), "kwargs": dict(call.kwargs)}
         stored = inputs if rollout.redact_inputs is None else dict(rollout.redact_inputs(inputs))
-        self.journal.inputs(rollout.name, subject=call.subject, request_id=call.request_id,
+        self.journal.inputs(rollout.name, subject=call.subject, request_id=self.request_id(call),
                             inputs=json.dumps(stored, separators=(",", ":")))
 
     def _signal(self, call: Call) -> None:
@@ -323,15 +384,15 @@ class Pipeline:
     def _submit_version(self, call: Call, version: str) -> bool:
         work = ShadowWork(
             self, call.rollout, version, call.outcome, call.args, call.kwargs, call.subject, call.flags.monitoring,
-            otel_context.get_current(), monotonic(), call.request_id,
+            call.span, monotonic(), self.request_id(call),
         )
         return self.shadow.submit(shadow_job(work))
 
     # -- responses (availability) -------------------------------------------------------------------
     def record_response(self, response: Response) -> Response:
         """``after_request``: count the status of a request that calculated, once per (rollout, arm)."""
-        state: _RequestAssignments | None = g.get(_G_KEY)
-        if state is not None and state.calculated and state.request is request.environ and not state.responded:
+        state: _RequestAssignments | None = _REQUEST._get_current_object().environ.get(_ENVIRON_KEY)
+        if state is not None and state.calculated and not state.responded:
             state.responded = True
             for rollout, arm in state.calculated:
                 self.recorder.response(rollout, arm, response.status_code)
@@ -341,7 +402,7 @@ class Pipeline:
         """``teardown_request``: an exception that left the view unanswered counts as a 500."""
         if exc is None:
             return
-        state: _RequestAssignments | None = g.get(_G_KEY)
+        state: _RequestAssignments | None = _REQUEST._get_current_object().environ.get(_ENVIRON_KEY)
         if state is not None and state.calculated and not state.responded:
             state.responded = True
             for rollout, arm in state.calculated:
@@ -352,7 +413,7 @@ class Pipeline:
         """Count a business conversion for this request's user, in the arm they are assigned."""
         assignment = self.assignment(rollout)
         self.recorder.conversion(rollout.name, assignment.counted_as, assignment.user_id)
-        self._on_activity()
+        self._activity()
         if signals.conversion_tracked.receivers:
             self._guarded(rollout, assignment.version, "signals", lambda: signals.conversion_tracked.send(
                 self.app, rollout=rollout.name, user_id=assignment.user_id, version=assignment.version))
@@ -366,7 +427,7 @@ class Pipeline:
         else:
             raise RuntimeError("track_event() outside a request needs user_id=…")
         self.recorder.event(rollout.name, assignment.counted_as, name, count)
-        self._on_activity()
+        self._activity()
 
     # -- shadow results (ShadowSinks) ------------------------------------------------------------------
     @contextmanager

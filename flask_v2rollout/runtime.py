@@ -147,7 +147,7 @@ class Runtime:
         self.telemetry = Telemetry(
             enabled=settings.otel_enabled, include_user_id=settings.otel_include_user_id, store=self.store,
             rollouts=registry.names, shadow=self.shadow, tracer_provider=providers.tracer,
-            meter_provider=providers.meter, logger_provider=providers.logger,
+            meter_provider=providers.meter, logger_provider=providers.logger, span_event=settings.otel_span_event,
         )
         self.notifications = Router(notifiers(settings), queue_size=settings.notify_queue_size)
         self.evaluator = Evaluator(
@@ -159,7 +159,7 @@ class Runtime:
         self.flusher = Flusher(
             self.metric_store, interval_s=settings.metrics_flush_s, retention_days=settings.metrics_retention_days,
             probes=partial(sample_probes, app, registry.probes), after_flush=self.evaluator.maybe_run,
-            before_flush=self.in_flight.sweep, clock=self.clock,
+            before_flush=self._before_flush, clock=self.clock,
         )
         self.pipeline = Pipeline(
             app=app, registry=registry, store=self.store, recorder=self.recorder, telemetry=self.telemetry,
@@ -188,6 +188,11 @@ class Runtime:
             self.metric_store.restart_users(rollout, self.clock())
         except SQLAlchemyError as exc:  # the change landed; an unpruned user is counted once less, not lost
             self.metric_store.failed(exc)
+
+    def _before_flush(self) -> None:
+        """Count hung calls; hand the batched calculation durations to the OTel histogram."""
+        self.in_flight.sweep()
+        self.telemetry.record_durations()
 
     def _rolled_back(self, name: str, actor: str) -> None:
         cancelled = self.approvals.cancel_pending(name, actor)
@@ -234,6 +239,7 @@ class Runtime:
         self.recorder.reset()
         self.in_flight.reset()
         self.journal.after_fork()
+        self.pipeline.after_fork()
 
     def shutdown(self) -> None:
         """At exit: let shadow work finish (bounded), flush what was counted, give queued alerts one deadline."""

@@ -276,6 +276,7 @@ class Settings:
     smtp_starttls: bool = _key(_bool, True, "upgrade the SMTP connection with STARTTLS (certificate verified)")
     otel_enabled: bool = _key(_bool, True, "OpenTelemetry spans, events and metrics")
     otel_include_user_id: bool = _key(_bool, False, "send user ids as feature_flag.context.id (personal data)")
+    otel_span_event: bool = _key(_bool, False, "also put the feature_flag.evaluation event on the calculation span")
     url_prefix: str = _key(_text, "/v2rollout", "where the admin blueprint is mounted")
     admin_token: str | None = _key(
         _admin_token, None, "Bearer token of the admin API and sign-in, at least 16 characters, surrounding "

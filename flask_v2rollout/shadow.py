@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Protocol
 
-from opentelemetry import context as otel_context
+from opentelemetry.trace import SpanContext
 
 from .compare import FALLBACK, V2_ERROR, Comparison, compare_values
 from .dispatch import Outcome
@@ -298,7 +298,8 @@ class ShadowWork:
     kwargs: Mapping[str, Any]
     subject: str | None
     monitoring: bool
-    context: otel_context.Context
+    #: the ``v2rollout.calculate`` span this run shadows (its link), None when nothing traced the call
+    span: SpanContext | None
     submitted: float
     request_id: str | None = None
 

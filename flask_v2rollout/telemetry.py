@@ -1,5 +1,10 @@
 """OpenTelemetry: calculation and shadow spans, the ``feature_flag.evaluation`` event, metric instruments.
 
+One ``calculate()`` costs about one SDK span: the span starts with the attributes of the expected result (the
+assigned version answered), so only a call that ends otherwise sets attributes again; the evaluation event is a
+log record (emitted while a LoggerProvider listens) and a span event only when asked for; the duration
+histogram is recorded in batches off the request path (at each metrics flush, and when a reader collects).
+
 The core needs ``opentelemetry-api`` only. Providers are injected (``V2Rollout(tracer_provider=…, …)``) or
 are the globals, reached through the API's proxies so a host may set them after creating the extension.
 Only :func:`configure_otlp` imports the SDK and the OTLP exporters (the ``otlp`` extra).
@@ -26,7 +31,7 @@ from opentelemetry import context as otel_context
 from opentelemetry._logs._internal import ProxyLoggerProvider as _ProxyLoggerProvider
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.metrics._internal import _ProxyMeterProvider
-from opentelemetry.trace import Link, Span, SpanKind, StatusCode
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, StatusCode
 
 from .dispatch import Outcome, qualified_name
 from .metrics.recorder import reason_code
@@ -78,6 +83,8 @@ DURATION_BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 2
                        5000.0, 10000.0)
 
 _ATTR_CACHE_MAX = 1024  # distinct attribute sets kept per app; beyond (free-text fallback reasons) built per call
+#: durations held per attribute set between two batches; past it a call records at once (nothing is dropped)
+_PENDING_MAX = 100_000
 
 try:
     _VERSION = _dist.version("Flask-V2Rollout")
@@ -107,6 +114,49 @@ def _classify(outcome: Outcome) -> tuple[str, str | None]:
     return OK, None
 
 
+class _Durations:
+    """``v2rollout.calculation.duration`` values waiting to be recorded: one ``record()`` per call, batched.
+
+    A call appends its duration to the list of its attribute set (no lock: ``list.append`` is atomic);
+    :meth:`record` hands every waiting value to the histogram, so exported counts and sums are exactly
+    those of one ``record()`` per call, and the request path never runs the SDK's measurement code.
+    """
+
+    def __init__(self, histogram: metrics.Histogram) -> None:
+        self.histogram = histogram
+        self._pending: dict[tuple[str, str, str, str | None], tuple[dict[str, str], list[float]]] = {}
+        self._draining = threading.Lock()
+
+    def add(self, rollout: str, version: str, kind: str, error_type: str | None, ms: float) -> None:
+        entry = self._pending.get((rollout, version, kind, error_type))
+        if entry is None:
+            attrs = {ROLLOUT: rollout, VERSION: version, OUTCOME: kind}
+            if error_type:
+                attrs[ERROR_TYPE] = error_type
+            if len(self._pending) >= _ATTR_CACHE_MAX:  # free-text error types: record at once
+                self.histogram.record(ms, attrs)
+                return
+            entry = self._pending.setdefault((rollout, version, kind, error_type), (attrs, []))
+        attrs, values = entry
+        if len(values) >= _PENDING_MAX:
+            self.histogram.record(ms, attrs)
+        else:
+            values.append(ms)
+
+    def record(self) -> None:
+        """Record every waiting duration (the flusher, and a reader's collection, call this)."""
+        with self._draining:
+            for attrs, values in list(self._pending.values()):
+                n = len(values)
+                if not n:
+                    continue
+                batch = values[:n]
+                del values[:n]  # appends made meanwhile stay, after these n
+                record = self.histogram.record
+                for ms in batch:
+                    record(ms, attrs)
+
+
 class _Instruments:
     """The instruments of one MeterProvider, shared by every app that uses it.
 
@@ -118,11 +168,11 @@ class _Instruments:
         self.provider = provider  # keeps id(provider) unique while this registry entry lives
         self.sources: weakref.WeakSet[Telemetry] = weakref.WeakSet()
         meter = metrics.get_meter(SCOPE, _VERSION, provider, SCHEMA_URL)
-        self.duration = meter.create_histogram(
+        self.durations = _Durations(meter.create_histogram(
             "v2rollout.calculation.duration", unit="ms",
             description="Duration of calculate(): the served version, including a failed v2 before a fallback.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS_MS,
-        )
+        ))
         self.fallbacks = meter.create_counter(
             "v2rollout.fallbacks", unit="{fallback}", description="v1 served to a v2-assigned user, by reason.")
         self.comparisons = meter.create_counter(
@@ -139,6 +189,9 @@ class _Instruments:
             description="Current v2_rollout_percentage of each rollout.")
 
     def _failures(self, _options: CallbackOptions) -> Iterable[Observation]:
+        # A reader's collection runs the callbacks before it reads the synchronous instruments: the durations
+        # batched since the last flush are recorded now, so this export already counts every call.
+        self.durations.record()
         yield Observation(sum(source.store.failures for source in list(self.sources)))
 
     def _percentages(self, _options: CallbackOptions) -> Iterable[Observation]:
@@ -182,8 +235,11 @@ class Telemetry:
         self, *, enabled: bool, include_user_id: bool, store: FlagStore, rollouts: Callable[[], Iterable[str]],
         shadow: ShadowRunner, tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None, logger_provider: _logs.LoggerProvider | None = None,
+        span_event: bool = False,
     ) -> None:
         self.include_user_id = include_user_id
+        #: also put the evaluation on the span as a ``feature_flag.evaluation`` span event (older viewers)
+        self.span_event = span_event
         self.store = store
         self._rollouts = rollouts
         self._shadow = shadow
@@ -193,63 +249,110 @@ class Telemetry:
         self._follows_globals = tracer_provider is None and meter_provider is None and logger_provider is None
         self._noop_until = float("-inf")
         self._logger = _logs.get_logger(SCOPE, _VERSION, logger_provider, SCHEMA_URL)
+        #: no LoggerProvider injected: while the global one is the API's proxy, nothing listens for events
+        self._logs_follow_global = logger_provider is None
+        self._logs_quiet_until = float("-inf")
         instruments = _instruments_for(meter_provider) if enabled else None
         self._instruments = instruments
-        self._names: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {}
+        self._names: dict[str, tuple[str, dict[str, str]]] = {}
         self._attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._expected_attrs: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
         self._open_shadow: dict[int, Span] = {}  # id(job) -> span, until the run or its timeout ends it
         if instruments is not None:
             instruments.sources.add(self)
             _LIVE.add(self)
 
     # -- calculate() ----------------------------------------------------------------------------
-    def calculate(self, rollout: str, flags: FlagSnapshot, call: Callable[[], Outcome]) -> Outcome:
-        """Run ``call`` (``dispatch.run``) with ``v2rollout.calculate <rollout>`` as the current span; record it."""
+    def calculate(
+        self, rollout: str, flags: FlagSnapshot, assigned: str, user_id: str | None, call: Callable[[], Outcome],
+    ) -> tuple[Outcome, SpanContext | None]:
+        """Run ``call`` (``dispatch.run``) with ``v2rollout.calculate <rollout>`` as the current span.
+
+        Returns the Outcome and the span's context (for the link of a shadow run), None when nothing traces.
+        """
         instruments = self._instruments
         if instruments is None or (self._follows_globals and self._globals_noop()):
-            return call()
-        name, start_attrs, key_attrs = self._per_rollout(rollout)
+            return call(), None
+        name, key_attrs = self._per_rollout(rollout)
+        start_attrs, evaluation = self._expected(rollout, key_attrs, flags, assigned, user_id)
         span = self._tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=start_attrs)
         if span.is_recording():
-            with trace.use_span(span, end_on_exit=True):  # calculators' own spans become its children
+            token = otel_context.attach(trace.set_span_in_context(span))  # calculators' spans become children
+            try:
                 outcome = call()
                 kind, error_type = _classify(outcome)
-                self._finish(span, key_attrs, flags, outcome, kind, error_type)
+                if kind != OK:
+                    evaluation = self._unexpected(span, key_attrs, flags, outcome, kind, error_type)
+                if self.span_event:
+                    span.add_event(EVALUATION_EVENT, evaluation)
+                if self._logs_listen():
+                    self._logger.emit(event_name=EVALUATION_EVENT, attributes=evaluation)  # correlated with the span
+            finally:
+                otel_context.detach(token)
+                span.end()
         else:
             outcome = call()
             kind, error_type = _classify(outcome)
-            if self._logger.enabled(event_name=EVALUATION_EVENT):
-                self._logger.emit(
-                    event_name=EVALUATION_EVENT, attributes={**key_attrs, **self._result(flags, outcome, error_type)})
-        instruments.duration.record(
-            outcome.duration_ms,
-            self._cached(("duration", rollout, outcome.version, kind, error_type), lambda: {
-                ROLLOUT: rollout, VERSION: outcome.version, OUTCOME: kind,
-                **({ERROR_TYPE: error_type} if error_type else {}),
-            }),
-        )
+            if self._logs_listen():
+                if kind != OK:
+                    evaluation = {**key_attrs, **self._result(flags, outcome, error_type)}
+                self._logger.emit(event_name=EVALUATION_EVENT, attributes=evaluation)
+        instruments.durations.add(rollout, outcome.version, kind, error_type, outcome.duration_ms)
         if outcome.fallback_reason is not None:
             reason = reason_code(outcome.fallback_reason)  # a bounded set of values for a metric attribute
             instruments.fallbacks.add(
                 1, self._cached(("fallback", rollout, reason), lambda: {ROLLOUT: rollout, FALLBACK_REASON: reason}))
-        return outcome
+        return outcome, span.get_span_context()
 
-    def _finish(
+    def quiet(self) -> bool:
+        """True when :meth:`calculate` would only run the call (telemetry off, or no SDK behind the globals)."""
+        return self._instruments is None or (self._follows_globals and self._globals_noop())
+
+    def _expected(
+        self, rollout: str, key_attrs: dict[str, str], flags: FlagSnapshot, assigned: str, user_id: str | None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(span start attributes, evaluation attributes) if the assigned version answers, built once per case.
+
+        The reason follows :func:`result_reason` for a call with no exception and no fallback.
+        """
+        key = (rollout, assigned, flags.version, flags.stale, flags.percentage, user_id is None)
+        found = self._expected_attrs.get(key)
+        if found is None:
+            if flags.stale:
+                reason = "stale"
+            elif user_id is None:
+                reason = "default"
+            else:
+                reason = "static" if flags.percentage <= 0 or flags.percentage >= 100 else "split"
+            evaluation: dict[str, Any] = {**key_attrs, FF_VARIANT: assigned, FF_REASON: reason, ASSIGNED: assigned}
+            if flags.version is not None:
+                evaluation[FF_VERSION] = str(flags.version)
+            found = ({**evaluation, ROLLOUT: rollout, OUTCOME: OK, PERCENTAGE: flags.percentage}, evaluation)
+            if len(self._expected_attrs) < _ATTR_CACHE_MAX:
+                self._expected_attrs[key] = found
+        if self.include_user_id and user_id is not None:  # personal data, opted in: one copy per call
+            return {**found[0], FF_CONTEXT_ID: user_id}, {**found[1], FF_CONTEXT_ID: user_id}
+        return found
+
+    def _unexpected(
         self, span: Span, key_attrs: dict[str, str], flags: FlagSnapshot, outcome: Outcome, kind: str,
         error_type: str | None,
-    ) -> None:
+    ) -> dict[str, Any]:
+        """A fallback or an exception: overwrite the expected result on the span; returns the evaluation."""
         result = self._result(flags, outcome, error_type)
-        span.set_attributes({**result, OUTCOME: kind, PERCENTAGE: flags.percentage})  # the key is set at start
-        evaluation = {**key_attrs, **result}
-        span.add_event(EVALUATION_EVENT, evaluation)  # Jaeger shows span events, not log records
-        if self._logger.enabled(event_name=EVALUATION_EVENT):
-            self._logger.emit(event_name=EVALUATION_EVENT, attributes=evaluation)  # correlated with this span
+        span.set_attributes({**result, OUTCOME: kind})
         if outcome.error is not None and outcome.error is not outcome.raised:
             span.record_exception(outcome.error)
         if outcome.raised is not None:
             span.record_exception(outcome.raised, escaped=True)
         if error_type is not None:
             span.set_status(StatusCode.ERROR, f"v2 raised {error_type}; v1 served" if kind == FALLBACK else error_type)
+        return {**key_attrs, **result}
+
+    def record_durations(self) -> None:
+        """Hand the batched calculation durations to the histogram (called before each metrics flush)."""
+        if self._instruments is not None:
+            self._instruments.durations.record()
 
     def _result(self, flags: FlagSnapshot, outcome: Outcome, error_type: str | None) -> dict[str, Any]:
         """The evaluation event's attributes after the flag's key and provider (all on the calculation span)."""
@@ -266,6 +369,17 @@ class Telemetry:
             attrs[ERROR_TYPE] = error_type
         return attrs
 
+    def _logs_listen(self) -> bool:
+        """Does a LoggerProvider want the evaluation event? The global proxy's answer is kept for a second."""
+        if self._logs_follow_global:
+            now = time.monotonic()
+            if now < self._logs_quiet_until:
+                return False
+            if isinstance(_logs.get_logger_provider(), _ProxyLoggerProvider):
+                self._logs_quiet_until = now + 1.0
+                return False
+        return self._logger.enabled(event_name=EVALUATION_EVENT)
+
     def _globals_noop(self) -> bool:
         """:func:`_globals_are_noop`, asked at most once a second (each provider lookup costs ~1 µs)."""
         now = time.monotonic()
@@ -276,13 +390,12 @@ class Telemetry:
             return True
         return False
 
-    def _per_rollout(self, rollout: str) -> tuple[str, dict[str, str], dict[str, str]]:
-        """(span name, span start attributes, the flag's key attributes), built once per rollout."""
+    def _per_rollout(self, rollout: str) -> tuple[str, dict[str, str]]:
+        """(span name, the flag's key attributes), built once per rollout."""
         found = self._names.get(rollout)
         if found is None:
             key_attrs = {FF_KEY: rollout, FF_PROVIDER: PROVIDER_NAME}
-            start_attrs = {**key_attrs, ROLLOUT: rollout}
-            found = self._names[rollout] = (f"v2rollout.calculate {rollout}", start_attrs, key_attrs)
+            found = self._names[rollout] = (f"v2rollout.calculate {rollout}", key_attrs)
         return found
 
     def _cached(self, key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -297,19 +410,21 @@ class Telemetry:
     # -- shadow runs ------------------------------------------------------------------------------
     @contextmanager
     def shadow_span(self, job: ShadowJob) -> Iterator[None]:
-        """``v2rollout.shadow <rollout>``, current while the run executes; a root span linked to the request span.
+        """``v2rollout.shadow <rollout>``, current while the run executes; a root span linked to the calculation.
 
-        Not a child: the request has ended. A run that times out is ended by :meth:`shadow_timed_out` at the
-        deadline (``v2rollout.shadow.timeout=true``), whatever the stuck thread does later.
+        Not a child: the request has ended. The link names the ``v2rollout.calculate`` span whose call this
+        run shadows, so the pair is found in a viewer whether or not the host traces its requests. A run that
+        times out is ended by :meth:`shadow_timed_out` at the deadline (``v2rollout.shadow.timeout=true``),
+        whatever the stuck thread does later.
         """
         if self._instruments is None:
             yield
             return
         work: ShadowWork = job.payload
-        request = trace.get_current_span(work.context).get_span_context()
+        shadowed = work.span
         span = self._tracer.start_span(
             f"v2rollout.shadow {work.rollout.name}", context=otel_context.Context(), kind=SpanKind.INTERNAL,
-            links=[Link(request)] if request.is_valid else None,
+            links=[Link(shadowed)] if shadowed is not None and shadowed.is_valid else None,
             attributes={ROLLOUT: work.rollout.name, VERSION: work.version, SERVED: work.primary.version,
                         QUEUE_MS: max(0.0, (job.started - work.submitted) * 1000.0)},
         )

@@ -173,7 +173,8 @@ def capture_telemetry(app: Flask) -> Iterator[TelemetryCapture]:
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     meter_provider = MeterProvider(metric_readers=[reader])
     previous = state.use_telemetry(Telemetry(
-        enabled=True, include_user_id=state.telemetry.include_user_id, store=state.store,
+        enabled=True, include_user_id=state.telemetry.include_user_id, span_event=state.telemetry.span_event,
+        store=state.store,
         rollouts=state.registry.names, shadow=state.shadow,
         tracer_provider=tracer_provider, meter_provider=meter_provider,
     ))

@@ -14,9 +14,12 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from flask_v2rollout import ConflictError, GateError, V2Rollout
+from flask_v2rollout.decisions import lease
+from flask_v2rollout.decisions.evaluator import DUTY_LEASE_NAME
 from flask_v2rollout.errors import StaleDecisionError
 from flask_v2rollout.flags import PERCENTAGE
 from flask_v2rollout.signals import alert_fired, flag_changed
+from flask_v2rollout.testing import Clock, use_clock
 from helpers import before_flag_update, build_app
 
 WAIT_S = 20.0
@@ -265,3 +268,24 @@ def test_the_first_background_evaluation_waits_one_period(tmp_path: Path) -> Non
 
 def test_conflict_error_is_still_the_family_of_a_stale_decision() -> None:
     assert issubclass(StaleDecisionError, ConflictError)
+
+
+def test_the_periodic_evaluation_runs_only_in_the_holder_of_the_duty_lease(tmp_path: Path) -> None:
+    """Another process holding the duty: this one spends nothing on it, until that lease lapses."""
+    app, ext = canary_app(tmp_path, v2=failing_v2, pct=50, V2ROLLOUT_EVALUATE_EVERY_S=3600)
+    runtime = app.extensions["v2rollout"]
+    with app.app_context(), use_clock(app, Clock()) as clock:
+        runtime.store.ensure_tables()
+        assert lease.acquire(runtime.engine(), DUTY_LEASE_NAME, 7200, holder="elsewhere:1:duty", clock=clock)
+        assert runtime.flusher.cycle()  # the period starts
+        clock.advance(3600)
+        for i in range(400):
+            ext.calculate("calc", i, user_id=f"u{i}")
+        assert runtime.flusher.cycle()  # due, but the duty is another process's
+        assert ext.flags("calc", fresh=True)["v2_rollout_percentage"] == 50
+        assert ext.alerts("calc") == []
+        clock.advance(3601)  # the other holder stopped renewing: its lease has lapsed
+        for i in range(400):
+            ext.calculate("calc", i, user_id=f"u{i}")
+        assert runtime.flusher.cycle()
+        assert ext.flags("calc", fresh=True)["v2_rollout_percentage"] == 0  # this process took the duty

@@ -72,6 +72,11 @@ def test_pure_logic_imports_no_flask() -> None:
                 assert not any(n == "flask" or n.startswith("flask.") for n in names), name
 
 
+#: third-party names that are public despite the underscore: Werkzeug documents ``_get_current_object()`` as the
+#: way to reach the object behind a proxy (one context lookup where each read through the proxy is another)
+PUBLIC_UNDERSCORED = {"_get_current_object"}
+
+
 def test_no_module_reads_another_modules_private_attributes() -> None:
     offenders = []
     for name, tree in modules().items():
@@ -82,7 +87,7 @@ def test_no_module_reads_another_modules_private_attributes() -> None:
         for node in ast.walk(tree):
             if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
                     and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
-                    and node.attr not in own):
+                    and node.attr not in own and node.attr not in PUBLIC_UNDERSCORED):
                 offenders.append(f"{name}:{node.lineno} .{node.attr}")
     assert offenders == []
 

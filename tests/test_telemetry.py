@@ -1,6 +1,7 @@
 """OpenTelemetry: spans, the evaluation event and metrics, on injected in-memory providers (never the globals)."""
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -140,11 +141,27 @@ def test_calculation_span_is_a_child_of_the_flask_server_span(make_app, otel: Ot
     }
     assert attrs(calc) == {
         **evaluation, "v2rollout.rollout": "calc", "v2rollout.outcome": "ok", "v2rollout.percentage": 0.0}
-    (event,) = calc.events
-    assert event.name == EVALUATION and attrs(event) == evaluation
+    assert calc.events == ()  # the evaluation event is a log record; the span event is an option
     (record,) = otel.evaluation_logs()  # the Logs API event, correlated with the calculation span
     assert attrs(record) == evaluation
     assert (record.trace_id, record.span_id) == (calc.context.trace_id, calc.context.span_id)
+
+
+@pytest.mark.parametrize("percentage", [0, 100])
+def test_the_evaluation_span_event_when_asked_for(make_app, otel: Otel, percentage: int) -> None:
+    def v2(x: int) -> int:
+        raise ValueError("no data")
+
+    app, ext = rollout_app(make_app, otel, v1=lambda x: x, v2=v2, v2_rollout_percentage=percentage,
+                           config={"V2ROLLOUT_OTEL_SPAN_EVENT": True})
+    with app.app_context():
+        ext.calculate("calc", 1, user_id="u1")
+    calc = otel.spans.wait_for("v2rollout.calculate calc")
+    (event,) = [e for e in calc.events if e.name == EVALUATION]
+    (record,) = otel.evaluation_logs()
+    assert attrs(event) == attrs(record)
+    assert attrs(event)["feature_flag.result.reason"] == ("static" if percentage == 0 else "error")
+    assert {k: v for k, v in attrs(calc).items() if k in attrs(event)} == attrs(event)
 
 
 def test_calculators_own_spans_are_children_of_the_calculation_span(make_app, otel: Otel) -> None:
@@ -173,7 +190,7 @@ def test_split_reason_and_the_user_id_only_when_the_host_opts_in(make_app, otel:
     (record,) = otel.evaluation_logs()
     assert attrs(calc)["feature_flag.result.reason"] == "split"
     assert attrs(calc)["feature_flag.result.variant"] == outcome.version
-    for attributes in (attrs(calc), attrs(calc.events[0]), attrs(record)):
+    for attributes in (attrs(calc), attrs(record)):
         assert attributes.get("feature_flag.context.id") == ("user-7" if opt_in else None)
 
 
@@ -236,18 +253,22 @@ def test_exception_reaching_the_caller_is_recorded_as_escaped(make_app, otel: Ot
                                       "v2rollout.outcome": "error", "error.type": qualified_name(Boom())}
 
 
-def test_shadow_span_is_linked_to_the_request_span_not_its_child(make_app, otel: Otel) -> None:
+@pytest.mark.parametrize("instrumented", [True, False])
+def test_shadow_span_is_linked_to_the_calculation_span_not_its_child(
+        make_app, otel: Otel, instrumented: bool) -> None:
     app, ext = rollout_app(make_app, otel, v1=lambda x: float(x), v2=lambda x: float(x) + 2,
                            v2_shadow_mode_enabled=True)
-    with flask_instrumented(app, otel):
+    with flask_instrumented(app, otel) if instrumented else contextlib.nullcontext():
         assert app.test_client().get("/calc/3").get_json()["version"] == "v1"
     with app.app_context():
         assert ext.drain(5)
-    server = server_span(otel)
+    calc = otel.spans.wait_for("v2rollout.calculate calc")
     shadow = otel.spans.wait_for("v2rollout.shadow calc")
-    assert shadow.parent is None and shadow.context.trace_id != server.context.trace_id
-    (link,) = shadow.links
-    assert (link.context.trace_id, link.context.span_id) == (server.context.trace_id, server.context.span_id)
+    assert shadow.parent is None and shadow.context.trace_id != calc.context.trace_id
+    (link,) = shadow.links  # to the span it shadows, whether or not the host traces its requests
+    assert (link.context.trace_id, link.context.span_id) == (calc.context.trace_id, calc.context.span_id)
+    if instrumented:
+        assert calc.parent is not None and calc.parent.span_id == server_span(otel).context.span_id
     attributes = attrs(shadow)
     assert attributes.pop("v2rollout.shadow.queue_ms") >= 0
     assert attributes == {
@@ -272,7 +293,8 @@ def test_shadow_v2_exception_is_recorded_on_the_shadow_span(make_app, otel: Otel
     assert shadow.status.status_code == StatusCode.ERROR
     assert attrs(shadow)["error.type"] == "KeyError"
     assert attrs(shadow)["v2rollout.shadow.agreement"] == "v2_error"
-    assert shadow.links == ()  # no request span to link to
+    (link,) = shadow.links  # no request span: the link is to the calculation, a root span
+    assert link.context.span_id == otel.spans.wait_for("v2rollout.calculate calc").context.span_id
     assert [e.name for e in shadow.events] == ["exception"]
 
 
@@ -368,6 +390,36 @@ def test_metrics_after_a_known_sequence_of_calls(make_app, otel: Otel) -> None:
     assert (attrs(percentage), percentage.value) == ({"v2rollout.rollout": "calc"}, 100.0)
     (failures,) = collected["v2rollout.flag_store.failures"].data.data_points
     assert failures.value == 0
+
+
+def test_duration_histogram_counts_every_call_batched_off_the_request_path(make_app, otel: Otel) -> None:
+    """Durations are recorded in batches (at a flush, at a collection): exported counts still equal the calls."""
+    app, ext = rollout_app(make_app, otel, v1=lambda x: x, v2=lambda x: x, v2_rollout_percentage=50)
+    threads, per_thread = 4, 500
+    counted: list[float] = []
+    start = threading.Barrier(threads + 1)
+
+    def traffic(t: int) -> None:
+        with app.app_context():
+            start.wait(10)
+            for i in range(per_thread):
+                counted.append(ext.calculate("calc", i, user_id=f"u{t}-{i}").duration_ms)
+
+    workers = [threading.Thread(target=traffic, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    start.wait(10)
+    collections = []
+    while any(w.is_alive() for w in workers):  # collect and flush while the calls go on
+        collections.append(otel.metrics())
+        with app.app_context():
+            ext.flush()
+    for w in workers:
+        w.join(10)
+    assert len(collections) >= 1
+    by_attributes = points(otel.metrics()["v2rollout.calculation.duration"])
+    assert sum(p.count for p in by_attributes.values()) == threads * per_thread == len(counted)
+    assert sum(p.sum for p in by_attributes.values()) == pytest.approx(sum(counted))
 
 
 def test_flag_store_failures_are_observed_and_the_reason_is_stale(make_app, otel: Otel, tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ window of merged SQL metrics into the catalogue's named values — the alert
 window for the alert rules, the current stage's window for its gate and
 rollback matrix — keeps alert state and history in SQL, and acts: signals, a
 log line, the notification router, the automatic rollback on CRITICAL and the autopilot.
-Evaluation runs under a short SQL lease, so exactly one process evaluates at a time.
+Evaluation runs under a short SQL lease, so exactly one process evaluates at a time; the periodic
+evaluation is moreover the duty of one process (the holder of a second lease, renewed each period), so
+the other workers spend nothing on it.
 """
 from __future__ import annotations
 
@@ -70,6 +72,8 @@ from .notify import Router
 log = logging.getLogger("flask_v2rollout.alerts")
 
 LEASE_NAME = "v2rollout-evaluator"
+#: held by the one process that evaluates periodically, for a period and a lease (a dead holder's lapses)
+DUTY_LEASE_NAME = "v2rollout-evaluator-duty"
 AUTO_ROLLBACK_ACTOR = "auto-rollback"
 AUTOPILOT_ACTOR = "autopilot"
 
@@ -359,7 +363,8 @@ class Evaluator:
             return
         if now - self._last_run >= self.every_s:
             self._last_run = now
-            self.run(now)
+            if lease.acquire(self._engine(), DUTY_LEASE_NAME, self.every_s + self.lease_s, clock=self.clock):
+                self.run(now)
 
     def run(self, now: float | None = None) -> dict[str, Any] | None:
         """Evaluate every rollout once; None when another process holds the lease."""

@@ -9,22 +9,20 @@ never returns (the server kills the worker) has been counted by then.
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-
-@dataclass
-class _Call:
-    rollout: str
-    arm: str
-    started: float
-    counted: bool = False
+#: (rollout, arm, started)
+_Call = tuple[str, str, float]
 
 
 class InFlight:
-    """The calls of one app in this process that are still running."""
+    """The calls of one app in this process that are still running.
+
+    Lock-free on the request path: a call is one dict entry, and whoever removes it from ``_calls`` first
+    owns it (``dict.pop`` is atomic) — :meth:`finish` (the call returned in time) or :meth:`sweep` (it is
+    hung: counted, and parked in ``_hung`` until it returns).
+    """
 
     def __init__(self, *, slow_s: float, on_hung: Callable[[str, str], None],
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -32,39 +30,41 @@ class InFlight:
         self._on_hung = on_hung
         self._clock = clock
         self._calls: dict[int, _Call] = {}
+        self._hung: dict[int, _Call] = {}
         self._ids = itertools.count()
-        self._lock = threading.Lock()
 
     def start(self, rollout: str, arm: str) -> int:
         token = next(self._ids)
-        call = _Call(rollout, arm, self._clock())
-        with self._lock:
-            self._calls[token] = call
+        self._calls[token] = (rollout, arm, self._clock())
         return token
 
     def finish(self, token: int) -> bool:
         """Forget the call; True when the sweep already counted it."""
-        with self._lock:
-            call = self._calls.pop(token, None)
-        return call is not None and call.counted
+        if self._calls.pop(token, None) is not None:
+            return False
+        # the sweep took it: it parked it in _hung before taking it from _calls
+        return self._hung.pop(token, None) is not None
 
     def sweep(self) -> int:
         """Count every call running longer than the slow threshold (once each); returns how many."""
         cutoff = self._clock() - self.slow_s
-        with self._lock:
-            hung = [c for c in self._calls.values() if not c.counted and c.started <= cutoff]
-            for call in hung:
-                call.counted = True
-        for call in hung:
-            self._on_hung(call.rollout, call.arm)
-        return len(hung)
+        hung = 0
+        for token, call in list(self._calls.items()):
+            if call[2] > cutoff:
+                continue
+            self._hung[token] = call  # first, so a finish() that finds _calls empty finds it here
+            if self._calls.pop(token, None) is None:  # returned meanwhile: not hung after all
+                self._hung.pop(token, None)
+                continue
+            hung += 1
+            self._on_hung(call[0], call[1])
+        return hung
 
     def reset(self) -> None:
         """After a fork: the parent's calls are not running here."""
-        with self._lock:
-            self._calls = {}
+        self._calls = {}
+        self._hung = {}
 
     @property
     def running(self) -> int:
-        with self._lock:
-            return len(self._calls)
+        return len(self._calls) + len(self._hung)

@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
@@ -66,6 +66,8 @@ SUBJECTS_PER_MINUTE = 200
 OTHER = "__other__"
 
 Key = tuple[str, str, int, str, str]
+#: "0xx" … "9xx", so counting a response formats nothing
+_STATUS_CLASSES = tuple(f"{n}xx" for n in range(10))
 
 
 def latency_bin(ms: float) -> int:
@@ -187,11 +189,42 @@ class TopSubjects:
         return out
 
 
+class _Calls:
+    """The ``calculate()`` counters of one (rollout, arm, minute): plain adds on the request path.
+
+    Every call adds to these; :meth:`Recorder.take` turns them into counter rows, so a flush
+    handles the cells that were touched since the last one and nothing else.
+    """
+
+    __slots__ = ("calculations", "slow", "duration_ms", "latency", "responses")
+
+    def __init__(self) -> None:
+        self.calculations = 0
+        self.slow = 0
+        self.duration_ms = 0.0
+        self.latency: dict[int, int] = {}
+        #: status class ("2xx", …) -> responses of requests that calculated
+        self.responses: dict[str, int] = {}
+
+    def rows(self, rollout: str, arm: str, minute: int) -> Iterator[tuple[Key, float]]:
+        if self.calculations:
+            yield (rollout, arm, minute, CALCULATIONS, ""), float(self.calculations)
+        if self.slow:
+            yield (rollout, arm, minute, SLOW, ""), float(self.slow)
+        if self.latency:
+            yield (rollout, arm, minute, DURATION_SUM, ""), self.duration_ms
+        for index, n in self.latency.items():
+            yield (rollout, arm, minute, LATENCY, str(index)), float(n)
+        for status, n in self.responses.items():
+            yield (rollout, arm, minute, RESPONSE, status), float(n)
+
+
 class Recorder:
     """Per-process counters waiting to be flushed, plus lifetime totals of this process.
 
-    Counters are added once, to the pending minute buckets; ``take()`` folds what it
-    hands over into ``totals``, so :meth:`local` is the sum of both.
+    Counters are added once, to the pending minute buckets (a call's own counters to its
+    :class:`_Calls` cell); ``take()`` folds what it hands over into ``totals``, so
+    :meth:`local` is the sum of both.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time, slow_ms: float = 500.0) -> None:
@@ -199,6 +232,7 @@ class Recorder:
         self.slow_ms = slow_ms
         self._lock = threading.Lock()
         self._pending: defaultdict[Key, float] = defaultdict(float)
+        self._calls: dict[tuple[str, str, int], _Calls] = {}
         # (rollout, arm, user) -> [first_seen, last_seen, last conversion | None]
         self._exposures: dict[tuple[str, str, str], list[Any]] = {}
         self._subjects: dict[tuple[str, int], TopSubjects] = {}
@@ -208,6 +242,7 @@ class Recorder:
         """Forget pending data (a forked child must not flush its parent's counts again)."""
         with self._lock:
             self._pending = defaultdict(float)
+            self._calls = {}
             self._exposures = {}
             self._subjects = {}
             self.totals = defaultdict(float)
@@ -215,10 +250,14 @@ class Recorder:
     def take(self) -> Batch:
         """Hand over everything pending as one batch and start afresh."""
         with self._lock:
-            counters, exposures = self._pending, self._exposures
+            counters, calls, exposures = self._pending, self._calls, self._exposures
             self._pending = defaultdict(float)
+            self._calls = {}
             self._exposures = {}
             totals = self.totals
+            for (rollout, arm, minute), cell in calls.items():
+                for row, value in cell.rows(rollout, arm, minute):
+                    counters[row] += value
             for (rollout, arm, _minute, metric, key), value in counters.items():
                 totals[(rollout, arm, metric, key)] += value
             # a minute's subjects stay summarised until it is over: later calls may change its top
@@ -255,27 +294,38 @@ class Recorder:
         ``counted``: the in-flight sweep already counted this call (and its slowness) while it hung.
         """
         r, arm, ms = outcome.rollout, outcome.assigned, outcome.duration_ms
-        items = [(DURATION_SUM, "", ms), (LATENCY, str(latency_bin(ms)), 1.0)]
-        if not counted:
-            items.append((CALCULATIONS, "", 1.0))
-            if ms > self.slow_ms:
-                items.append((SLOW, "", 1.0))
-        if outcome.fallback_reason is not None:
-            items.append((FALLBACK, reason_code(outcome.fallback_reason), 1.0))
-        if outcome.error_type is not None:
-            items.append((ERROR, clean_label(outcome.error_type), 1.0))
-        if unhandled is not None:
-            items.append((UNHANDLED, clean_label(unhandled), 1.0))
+        index = int(math.log(ms / MIN_MS) / _LOG_GROWTH) + 1 if ms > MIN_MS else 0  # latency_bin(ms), inline
+        items: list[tuple[str, str, float]] = []
+        if outcome.fallback_reason is not None or outcome.error_type is not None or unhandled is not None:
+            if outcome.fallback_reason is not None:
+                items.append((FALLBACK, reason_code(outcome.fallback_reason), 1.0))
+            if outcome.error_type is not None:
+                items.append((ERROR, clean_label(outcome.error_type), 1.0))
+            if unhandled is not None:
+                items.append((UNHANDLED, clean_label(unhandled), 1.0))
         if subject is not None:
             subject = clean_label(subject)
+        user = None if outcome.user_id is None else clean_label(outcome.user_id)
         now = self.clock()
-        minute = minute_of(now)
+        minute = int(now // 60) * 60  # minute_of(now), inline: this runs once per call
         with self._lock:
-            pending = self._pending
-            for metric, key, amount in items:
-                pending[(r, arm, minute, metric, key)] += amount
-            if outcome.user_id is not None:
-                self._expose_locked((r, arm, clean_label(outcome.user_id)), int(now), False)
+            cell = self._calls.get((r, arm, minute))
+            if cell is None:
+                cell = self._calls[(r, arm, minute)] = _Calls()
+            # plain adds on the cell: nothing is allocated for a call already seen this minute
+            if not counted:
+                cell.calculations += 1
+                if ms > self.slow_ms:
+                    cell.slow += 1
+            cell.duration_ms += ms
+            latency = cell.latency
+            latency[index] = latency.get(index, 0) + 1
+            if items:
+                pending = self._pending
+                for metric, key, amount in items:
+                    pending[(r, arm, minute, metric, key)] += amount
+            if user is not None:
+                self._expose_locked((r, arm, user), int(now), False)
             if subject is not None:
                 top = self._subjects.get((r, minute))
                 if top is None:
@@ -319,7 +369,14 @@ class Recorder:
 
     def response(self, rollout: str, arm: str, status: int) -> None:
         """The HTTP status of a request that calculated (availability is the non-5xx share)."""
-        self._add([(rollout, arm, RESPONSE, f"{status // 100}xx", 1.0)])
+        status_class = _STATUS_CLASSES[status // 100] if 0 <= status < 1000 else f"{status // 100}xx"
+        minute = int(self.clock() // 60) * 60
+        with self._lock:
+            cell = self._calls.get((rollout, arm, minute))
+            if cell is None:
+                cell = self._calls[(rollout, arm, minute)] = _Calls()
+            responses = cell.responses
+            responses[status_class] = responses.get(status_class, 0) + 1
 
     def quarantined(self, reason: str, rows: int) -> None:
         """Counter rows SQL refused for good; counted app-wide under the reason."""
@@ -340,6 +397,10 @@ class Recorder:
             merged = defaultdict(float, self.totals)
             for (r, arm, _minute, metric, key), value in self._pending.items():
                 merged[(r, arm, metric, key)] += value
+            for (r, arm, minute), cell in self._calls.items():
+                if r == rollout:
+                    for (_r, _arm, _minute, metric, key), value in cell.rows(r, arm, minute):
+                        merged[(r, arm, metric, key)] += value
         for (r, arm, metric, key), value in merged.items():
             if r == rollout:
                 out.setdefault(arm, {}).setdefault(metric, {})[key] = value

@@ -66,9 +66,14 @@ def test_calculation_and_shadow_spans_reach_an_otlp_receiver(
         "feature_flag.result.variant": "v1", "feature_flag.result.reason": "static",
         "v2rollout.assigned": "v1", "v2rollout.outcome": "ok",
     }
-    assert [e["name"] for e in calc["events"]] == ["feature_flag.evaluation"]
+    assert set(calc["attributes"]) == {
+        "feature_flag.key", "feature_flag.provider.name", "feature_flag.result.variant",
+        "feature_flag.result.reason", "feature_flag.version", "v2rollout.rollout", "v2rollout.assigned",
+        "v2rollout.outcome", "v2rollout.percentage"}
+    assert calc["events"] == []  # the evaluation event is the log record below (a span event only on request)
     assert shadow["parent_span_id"] == "" and shadow["trace_id"] != server["trace_id"]
-    assert shadow["links"] == [{"trace_id": server["trace_id"], "span_id": server["span_id"], "attributes": {}}]
+    # linked to the calculation it shadows (not the request's span, which a host may not trace)
+    assert shadow["links"] == [{"trace_id": calc["trace_id"], "span_id": calc["span_id"], "attributes": {}}]
     assert shadow["attributes"]["v2rollout.shadow.agreement"] == "EXACT"
     assert shadow["attributes"]["v2rollout.shadow.difference"] == 0.5
 
@@ -76,6 +81,10 @@ def test_calculation_and_shadow_spans_reach_an_otlp_receiver(
                 for sm in rm.scope_metrics for m in sm.metrics}
     assert {"v2rollout.calculation.duration", "v2rollout.shadow.comparisons",
             "v2rollout.rollout.percentage", "v2rollout.flag_store.failures"} <= exported
+    durations = [p for request in otlp_receiver.metrics for rm in request.resource_metrics
+                 for sm in rm.scope_metrics for m in sm.metrics if m.name == "v2rollout.calculation.duration"
+                 for p in m.histogram.data_points]
+    assert durations and durations[-1].count == 1  # cumulative: the one call, recorded off the request path
     events = [r for request in otlp_receiver.logs for rl in request.resource_logs for sl in rl.scope_logs
               for r in sl.log_records if r.event_name == "feature_flag.evaluation"]
     assert len(events) == 1 and events[0].span_id.hex() == calc["span_id"]
