@@ -2,6 +2,8 @@
 README prints them, ``flask v2rollout compare`` from SQL, and ``inputs`` → ``replay`` before a resume."""
 from __future__ import annotations
 
+import importlib
+import itertools
 import json
 import random
 import re
@@ -59,8 +61,13 @@ def _traffic(app: Flask, clock: Clock, rng: random.Random, players: list[str], c
 
 
 @pytest.fixture
-def day(app: Flask, v2rollout_clock: Clock) -> Day:
-    """24 h of traffic at 10 % with shadow on, an emergency rollback to 0 % (shadow stays on), one more hour."""
+def day(app: Flask, v2rollout_clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Day:
+    """24 h of traffic at 10 % with shadow on, an emergency rollback to 0 % (shadow stays on), one more hour.
+
+    The injected faults hit every 50th v2 call of the process; the count starts afresh here, so which calls
+    fail (served or shadow) does not depend on the tests that ran before in this process.
+    """
+    monkeypatch.setattr(importlib.import_module("example_app.rollout"), "_v2_calls", itertools.count())
     conn = connect(app.config["NFL_DATABASE"], read_only=True)
     try:
         players = players_in_season(conn, app.config["NFL_SEASON"])
