@@ -118,6 +118,15 @@ exposures_table = Table(
     PrimaryKeyConstraint("rollout", "arm", "user_key", name="pk_v2rollout_exposures"),
 )
 
+#: How many times each rollout's exposure rows were deleted (``""``: by the retention prune), bumped in the
+#: deleting transaction, so a process's memory of the rows it wrote is trusted only while the count holds.
+exposure_resets_table = Table(
+    "v2rollout_exposure_resets",
+    metadata,
+    Column("rollout", String(100), primary_key=True),
+    Column("resets", BigInteger, nullable=False),
+)
+
 #: Host data-quality probes sampled by the flusher (last value per minute wins).
 probes_table = Table(
     "v2rollout_probes",

@@ -377,3 +377,113 @@ def test_subjects_are_the_real_top_and_capped_per_minute_per_process() -> None:
     assert [k for k, _ in top if k != OTHER][:2] == ["heavy-a", "heavy-b"]
     assert written["heavy-a"] <= 500 and written["heavy-b"] <= 300  # never more than seen
     assert written["heavy-a"] >= 400  # space-saving keeps a subject seen more than total / capacity
+
+def _exposure_rows_sent(engine) -> list[int]:
+    """Rows each INSERT into v2rollout_exposures sends (what a flush writes of its users)."""
+    from sqlalchemy import event
+
+    from flask_v2rollout.models import exposures_table
+
+    sent: list[int] = []
+
+    @event.listens_for(engine, "before_execute")
+    def count(_conn, clause, multiparams, _params, _options) -> None:
+        if getattr(clause, "table", None) is exposures_table and clause.is_insert:
+            sent.append(len(multiparams))
+
+    return sent
+
+
+def test_a_flush_sends_only_users_not_written_before_and_a_change_elsewhere_counts_them_anew(
+        make_app, tmp_path: Path) -> None:
+    from flask_v2rollout.testing import Clock, use_clock
+
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    app, ext = metrics_app(make_app, V2ROLLOUT_DATABASE_URI=uri, V2ROLLOUT_DEFAULTS={"v2_rollout_percentage": 10})
+    other = V2Rollout()  # another process of the same host, sharing the database
+    other.register("calc", v1=lambda req: float(req["i"]), v2=lambda req: float(req["i"]))
+    other_app, _ = make_app(other, instance="other", V2ROLLOUT_DATABASE_URI=uri)
+    clock = Clock(start=1_900_000_020)
+
+    def calls(users: range) -> None:
+        for i in users:
+            ext.calculate("calc", {"i": 2, "player": "A"}, user_id=f"u{i}")
+
+    with app.app_context(), use_clock(app, clock), use_clock(other_app, clock):
+        sent = _exposure_rows_sent(app.extensions["v2rollout"].engine())
+        calls(range(20))
+        assert ext.flush()
+        clock.advance(seconds=15)
+        calls(range(25))
+        assert ext.flush()
+        assert sent == [20, 5]  # only the five users never written
+        clock.advance(minutes=5)
+        with other_app.app_context():
+            other.set_flag("calc", "v2_rollout_percentage", 5, actor="ops", reason="reduce")
+        clock.advance(minutes=1)
+        calls(range(25))
+        assert ext.flush()  # their rows were deleted: every user is sent, and counted as new since the change
+        since_change = ext.metrics("calc", "2m")["arms"]
+    assert sent[2] == 25
+    assert since_change["v1"]["users"] + since_change["v2"]["users"] == 25
+
+
+def test_a_remembered_user_who_converts_is_counted_as_converted(make_app) -> None:
+    from flask_v2rollout.testing import Clock, use_clock
+
+    ext = V2Rollout()
+    ext.register("calc", v1=lambda x: x, v2=lambda x: x)
+    app, _ = make_app(ext)
+
+    @app.post("/visit")
+    def visit():
+        ext.calculate("calc", 1)
+        return "", 204
+
+    @app.post("/convert")
+    def convert():
+        ext.calculate("calc", 1)
+        ext.track_conversion("calc")
+        return "", 204
+
+    clock = Clock(start=1_900_000_020)
+    with use_clock(app, clock):
+        client = app.test_client()
+        for _ in range(2):  # written, then remembered
+            client.post("/visit")
+            with app.app_context():
+                assert ext.flush()
+            clock.advance(seconds=15)
+        client.post("/convert")
+        with app.app_context():
+            assert ext.flush()
+            arm = ext.metrics("calc", "5m")["arms"]["v1"]
+    assert (arm["users"], arm["converted_users"], arm["conversions"]) == (1, 1, 1)
+
+
+def test_the_daily_prune_of_exposure_rows_makes_every_process_send_its_users_again(make_app, tmp_path: Path) -> None:
+    from flask_v2rollout.testing import Clock, use_clock
+
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    app, ext = metrics_app(make_app, V2ROLLOUT_DATABASE_URI=uri, V2ROLLOUT_DEFAULTS={"v2_rollout_percentage": 10})
+    clock = Clock(start=1_900_000_020)
+    with app.app_context(), use_clock(app, clock):
+        sent = _exposure_rows_sent(app.extensions["v2rollout"].engine())
+        store = app.extensions["v2rollout"].metric_store
+        for _ in range(2):
+            for i in range(10):
+                ext.calculate("calc", {"i": 2, "player": "A"}, user_id=f"u{i}")
+            assert ext.flush()
+            clock.advance(days=1)
+        assert sent == [10]  # the second flush sent nobody: all ten were remembered
+        store.prune(retention_days=3, now=clock() + 86400)  # the rows' day is not past the retention yet
+        for i in range(10):
+            ext.calculate("calc", {"i": 2, "player": "A"}, user_id=f"u{i}")
+        assert ext.flush() and sent == [10]
+        store.prune(retention_days=1, now=clock() + 86400)  # now it is: their rows are deleted
+        for i in range(10):
+            ext.calculate("calc", {"i": 2, "player": "A"}, user_id=f"u{i}")
+        assert ext.flush()
+        users = ext.metrics("calc", "1h")["arms"]
+    assert sent == [10, 10]  # sent again, and counted again: their rows were gone
+    assert users["v1"]["users"] + users["v2"]["users"] == 10

@@ -22,6 +22,13 @@ that were new as :data:`NEW_USERS` at the minute of the first exposure, and a fi
 conversion as :data:`NEW_CONVERTERS` at that same minute. The exposure rows are
 deleted at each percentage change (:meth:`MetricStore.restart_users`), so a
 window's users are the users first seen in it since the last change.
+
+A process remembers the exposure rows it wrote (at most :data:`KNOWN_USERS_MAX`) and
+sends a remembered user again only with a conversion, so a flush costs what is new,
+not every active user. Every deletion of exposure rows first bumps a count in
+``v2rollout_exposure_resets`` in its own transaction; a flush reads the counts of its
+rollouts under a share lock and trusts its memory only while they hold, so a
+deletion either waits for the flush or is seen by it.
 """
 from __future__ import annotations
 
@@ -47,7 +54,14 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from ..errors import MissingTablesError, StoreFileError
 from ..failures import FailureLog
-from ..models import counters_table, exposures_table, flushes_table, hour_counters_table, probes_table
+from ..models import (
+    counters_table,
+    exposure_resets_table,
+    exposures_table,
+    flushes_table,
+    hour_counters_table,
+    probes_table,
+)
 from .recorder import (
     DB_ERROR,
     GLOBAL,
@@ -77,6 +91,50 @@ _SHARD_LOCKS, _COMPACTION_LOCK = 0x7632_0001, 0x7632_0002
 HOUR = 3600
 #: how often a process tries to compact (one at a time does, on PostgreSQL)
 COMPACT_EVERY_S = 30.0
+#: exposure rows a process remembers having written; past it the memory starts again
+KNOWN_USERS_MAX = 50_000
+#: the ``v2rollout_exposure_resets`` row the retention prune bumps (a rollout's own row: its restarts)
+_PRUNED = ""
+DAY = 86400
+
+User = tuple[str, str, str]  # (rollout, arm, user key)
+Resets = tuple[int, int]  # (the rollout's restarts, the prunes) read in a flush
+
+
+class _WrittenUsers:
+    """The exposure rows this process wrote, per rollout, under the reset counts they were written at.
+
+    Used by the flushing thread only (under the store's flush lock).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._rows: dict[str, tuple[Resets, set[User]]] = {}
+        self._size = 0
+
+    def known(self, resets: Mapping[str, Resets]) -> dict[str, set[User]]:
+        """The remembered rows of each rollout whose counts still hold."""
+        found: dict[str, set[User]] = {}
+        for rollout, counts in resets.items():
+            entry = self._rows.get(rollout)
+            if entry is not None and entry[0] == counts:
+                found[rollout] = entry[1]
+        return found
+
+    def remember(self, resets: Mapping[str, Resets], written: list[User]) -> None:
+        """After the commit: ``written`` are in SQL, as of ``resets``."""
+        if self._size + len(written) > self._limit:
+            self._rows, self._size = {}, 0
+        for key in written:
+            counts = resets[key[0]]
+            entry = self._rows.get(key[0])
+            if entry is None or entry[0] != counts:
+                if entry is not None:
+                    self._size -= len(entry[1])
+                entry = self._rows[key[0]] = (counts, set())
+            if key not in entry[1]:
+                entry[1].add(key)
+                self._size += 1
 
 
 def _dialect_insert(engine_name: str) -> Callable[..., Any]:
@@ -129,6 +187,7 @@ class MetricStore:
         self.quarantined = 0
         self.last_quarantine: str | None = None
         self._failures = FailureLog(log, "metrics flush failed", interval_s=error_log_interval)
+        self._written = _WrittenUsers(KNOWN_USERS_MAX)
 
     # -- writing ---------------------------------------------------------------------
     def flush(self) -> bool:
@@ -207,8 +266,10 @@ class MetricStore:
                     conn.execute(insert(flushes_table).values(**ident))
                     claim = None
                 counters = defaultdict(float, batch.counters)
+                written: list[User] = []
                 if batch.exposures:
-                    self._count_users(conn, upsert, batch, counters, claim)
+                    resets = self._resets(conn, upsert, {r for r, _a, _u in batch.exposures})
+                    written = self._count_users(conn, upsert, batch, counters, claim, self._written.known(resets))
                     claim = None
                 if counters or claim is not None:
                     self._add_counters(conn, upsert, counters, claim)
@@ -217,6 +278,28 @@ class MetricStore:
                 log.info("v2rollout: metrics batch %s was already applied; skipped", batch_id)
                 return
             raise
+        if written:
+            self._written.remember(resets, written)
+
+    def _resets(self, conn: Any, upsert: Callable[..., Any], rollouts: set[str]) -> dict[str, Resets]:
+        """The reset counts of ``rollouts`` (and of the prune), share-locked until this flush commits: a
+        deletion of exposure rows bumps its count first, so it waits for this flush or this flush sees it."""
+        t = exposure_resets_table.c
+        names = sorted(rollouts | {_PRUNED})
+        read = select(t.rollout, t.resets).where(t.rollout.in_(names)).with_for_update(read=True)
+        counts = dict(conn.execute(read).all())
+        if len(counts) < len(names):  # rows come into being here, so that there is a row to lock
+            conn.execute(upsert(exposure_resets_table).on_conflict_do_nothing(index_elements=["rollout"]),
+                         [{"rollout": name, "resets": 0} for name in names if name not in counts])
+            counts = dict(conn.execute(read).all())
+        return {r: (int(counts[r]), int(counts[_PRUNED])) for r in rollouts}
+
+    @staticmethod
+    def _bump_resets(conn: Any, upsert: Callable[..., Any], name: str) -> None:
+        """Before deleting exposure rows: every process's memory of them under the old count is void."""
+        stmt = upsert(exposure_resets_table).values(rollout=name, resets=1)
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=["rollout"], set_={"resets": exposure_resets_table.c.resets + 1}))
 
     def _add_counters(self, conn: Any, upsert: Callable[..., Any], counters: Mapping[Key, float],
                       claim: Mapping[str, Any] | None = None) -> None:
@@ -250,6 +333,8 @@ class MetricStore:
                       claim: Mapping[str, Any] | None) -> set[tuple[str, str, str]]:
         """Insert the users not there yet; returns those (PostgreSQL: one statement over arrays)."""
         e = exposures_table.c
+        if not seen and claim is None:
+            return set()
         if conn.dialect.name == "postgresql":
             inserted = conn.execute(_PG_INSERT_USERS[claim is not None], {
                 "r": [key[0] for key, _, _ in seen], "a": [key[1] for key, _, _ in seen],
@@ -265,8 +350,12 @@ class MetricStore:
         return {(r, a, u) for r, a, u in inserted}
 
     def _count_users(self, conn: Any, upsert: Callable[..., Any], batch: Batch,
-                     counters: defaultdict[Key, float], claim: Mapping[str, Any] | None) -> None:
-        """Insert the batch's users; count the new ones, and first conversions, at their first exposure's minute."""
+                     counters: defaultdict[Key, float], claim: Mapping[str, Any] | None,
+                     known: Mapping[str, set[User]]) -> list[User]:
+        """Insert the batch's users; count the new ones, and first conversions, at their first exposure's minute.
+
+        A ``known`` user (its row is there) is sent only with a conversion. Returns the rows sent.
+        """
         e = exposures_table.c
         unique: dict[tuple[str, str, str], tuple[int, int | None]] = {}
         for (r, a, u), (first, _last, conv) in batch.exposures.items():
@@ -274,6 +363,8 @@ class MetricStore:
             earlier = unique.get(key)
             if earlier is not None:  # two ids the column cuts to one: the earliest exposure, any conversion
                 first, conv = min(first, earlier[0]), conv if conv is not None else earlier[1]
+            elif conv is None and key in known.get(r, ()):
+                continue
             unique[key] = (first, conv)
         seen = [(key, first, conv) for key, (first, conv) in sorted(unique.items())]
         new = self._insert_users(conn, upsert, seen, claim)
@@ -297,12 +388,15 @@ class MetricStore:
                 ).scalars().all()
                 for first in first_conversions:
                     counters[(r, a, minute_of(first), NEW_CONVERTERS, "")] += 1
+        return [key for key, _first, _conv in seen]
 
     def restart_users(self, rollout: str, changed_at: float) -> int:
         """The percentage changed: forget who was seen before, so users count anew from ``changed_at``."""
         self._ensure_tables()
         e = exposures_table.c
-        with self._engine().begin() as conn:
+        engine = self._engine()
+        with engine.begin() as conn:
+            self._bump_resets(conn, _dialect_insert(engine.dialect.name), rollout)
             deleted = conn.execute(
                 delete(exposures_table).where(e.rollout == rollout, e.first_seen < int(changed_at))
             ).rowcount
@@ -370,20 +464,32 @@ class MetricStore:
             conn.execute(stmt, [{"name": k, "minute": minute, "value": v} for k, v in sorted(values.items())])
 
     def prune(self, retention_days: float, now: float | None = None) -> int:
-        """Delete metric rows older than the retention, batch ids older than a few hours; returns rows deleted."""
+        """Delete metric rows older than the retention, batch ids older than a few hours; returns rows deleted.
+
+        Exposure rows go by whole days (the first prune after midnight UTC deletes a day of them), so the
+        processes' memories of written rows are voided about once a day, not at every process's prune.
+        """
         self._ensure_tables()
         now = time.time() if now is None else now
         cutoff = int(now - retention_days * 86400)
         deleted = 0
-        with self._engine().begin() as conn:
+        engine = self._engine()
+        with engine.begin() as conn:
             for stmt in (
                 delete(counters_table).where(counters_table.c.minute < cutoff),
                 delete(hour_counters_table).where(hour_counters_table.c.hour < cutoff - cutoff % HOUR),
                 delete(flushes_table).where(flushes_table.c.flushed_at < int(time.time() - FLUSH_IDS_KEPT_S)),
-                delete(exposures_table).where(exposures_table.c.last_seen < cutoff),
                 delete(probes_table).where(probes_table.c.minute < cutoff),
             ):
                 deleted += conn.execute(stmt).rowcount or 0
+        day = cutoff - cutoff % DAY
+        with engine.connect() as conn:
+            if conn.execute(select(exposures_table.c.last_seen).where(exposures_table.c.last_seen < day).limit(1)
+                            ).first() is None:
+                return deleted
+        with engine.begin() as conn:
+            self._bump_resets(conn, _dialect_insert(engine.dialect.name), _PRUNED)
+            deleted += conn.execute(delete(exposures_table).where(exposures_table.c.last_seen < day)).rowcount or 0
         return deleted
 
     # -- reading -------------------------------------------------------------------------
