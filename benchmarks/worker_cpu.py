@@ -8,7 +8,9 @@ every 5 s, the periodic evaluation, the after-request status count). Each reques
 (``?user=…``, read by the host's user loader). Load comes from a loopback client in this process (C threads,
 one HTTP/1.0 request per connection, as wrk sends them to sync workers). The CPU of every worker process
 (user + system, from /proc/<pid>/stat, every thread including the flusher) is read before and after each
-round; rounds alternate between the servers and the medians of CPU µs per request are compared.
+round; rounds alternate between the servers and the medians of CPU µs per request are compared. The main
+threads' CPU alone (the request path, from /proc/<pid>/task/<pid>/schedstat) is printed beside it; the rest
+is the background threads (flusher, flag refresh).
 """
 from __future__ import annotations
 
@@ -80,6 +82,12 @@ class Server:
             total += int(fields[11]) + int(fields[12])  # utime, stime
         return total * TICK_S
 
+    def request_thread_cpu_s(self) -> float:
+        """CPU of the workers' main threads alone (the request path; ns from schedstat): the rest of
+        :meth:`cpu_s` is background threads (flusher, flag refresh)."""
+        return sum(int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0])
+                   for pid in self.workers()) / 1e9
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -88,8 +96,10 @@ class Server:
             self.proc.kill()
 
 
-def drive(server: Server, requests: int, concurrency: int, users: int, rng: random.Random) -> tuple[float, float]:
-    """Send ``requests`` requests with random users; returns (worker CPU µs per request, requests per second)."""
+def drive(server: Server, requests: int, concurrency: int, users: int,
+          rng: random.Random) -> tuple[float, float, float]:
+    """Send ``requests`` requests with random users; returns worker CPU µs per request (all threads, then
+    the main threads alone) and requests per second."""
     paths = [f"/calc/{rng.randrange(100)}?user=u{rng.randrange(users)}" for _ in range(requests)]
     chunks = [paths[i::concurrency] for i in range(concurrency)]
     failures: list[bytes] = []
@@ -101,15 +111,16 @@ def drive(server: Server, requests: int, concurrency: int, users: int, rng: rand
                 failures.append(answer[:200])
 
     threads = [threading.Thread(target=send, args=(chunk,)) for chunk in chunks]
-    before, start = server.cpu_s(), time.perf_counter()
+    before, main_before, start = server.cpu_s(), server.request_thread_cpu_s(), time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed, used = time.perf_counter() - start, server.cpu_s() - before
+    main = server.request_thread_cpu_s() - main_before
     if failures:
         raise RuntimeError(f"{server.mode}: {len(failures)} failed requests, first {failures[0]!r}")
-    return used / requests * 1e6, requests / elapsed
+    return used / requests * 1e6, main / requests * 1e6, requests / elapsed
 
 
 def main() -> None:
@@ -117,6 +128,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000, help="requests per server per round")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=500, help="requests per server before the rounds")
     parser.add_argument("--users", type=int, default=10_000, help="users drawn from (uniformly, per request)")
     parser.add_argument("--installed", action="store_true",
                         help="a third server: the extension initialised, the view not calling it")
@@ -131,13 +143,15 @@ def main() -> None:
         servers.append(Server("extension-baseline", source=args.baseline))
     try:
         for server in servers:  # warm-up: imports, tables, first flag read, first flush
-            drive(server, 500, args.concurrency, args.users, rng)
+            drive(server, args.warmup, args.concurrency, args.users, rng)
         cpu: dict[str, list[float]] = {s.mode: [] for s in servers}
+        main: dict[str, list[float]] = {s.mode: [] for s in servers}
         rate: dict[str, list[float]] = {s.mode: [] for s in servers}
         for i in range(args.rounds):
             for server in servers[i % len(servers):] + servers[:i % len(servers)]:
-                us, rps = drive(server, args.requests, args.concurrency, args.users, rng)
+                us, main_us, rps = drive(server, args.requests, args.concurrency, args.users, rng)
                 cpu[server.mode].append(us)
+                main[server.mode].append(main_us)
                 rate[server.mode].append(rps)
     finally:
         for server in servers:
@@ -145,10 +159,13 @@ def main() -> None:
     print(f"gunicorn 2 sync workers per server; {args.rounds} interleaved rounds of {args.requests} requests, "
           f"{args.concurrency} client threads, random users of {args.users}; worker CPU from /proc "
           f"(tick {TICK_S * 1000:g} ms)")
-    print(f"  {'server':10} {'CPU µs/request (median)':>24} {'min':>8} {'max':>8} {'req/s':>8}")
+    print(f"  {'server':18} {'CPU µs/request (median)':>24} {'min':>8} {'max':>8} {'req/s':>8} "
+          f"{'request thread':>15} {'other threads':>14}")
     for mode in cpu:
-        print(f"  {mode:10} {statistics.median(cpu[mode]):24.1f} {min(cpu[mode]):8.1f} {max(cpu[mode]):8.1f} "
-              f"{statistics.median(rate[mode]):8.0f}")
+        request_thread = statistics.median(main[mode])
+        print(f"  {mode:18} {statistics.median(cpu[mode]):24.1f} {min(cpu[mode]):8.1f} {max(cpu[mode]):8.1f} "
+              f"{statistics.median(rate[mode]):8.0f} {request_thread:15.1f} "
+              f"{statistics.median(c - m for c, m in zip(cpu[mode], main[mode], strict=True)):14.1f}")
     ratio = statistics.median(cpu["extension"]) / statistics.median(cpu["plain"])
     per_round = [e / p for e, p in zip(cpu["extension"], cpu["plain"], strict=True)]
     print(f"  ratio extension / plain: {ratio:.3f} (per round {min(per_round):.3f}–{max(per_round):.3f}); "
