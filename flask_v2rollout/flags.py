@@ -25,12 +25,14 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Engine, func, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from . import signals
+from .bucketing import threshold as fine_threshold
 from .errors import ConflictError, FlagError, MissingTablesError, StoreFileError
 from .failures import FailureLog
 from .models import audit_table, flags_table, metadata
@@ -155,6 +157,11 @@ class FlagSnapshot:
     @property
     def percentage(self) -> float:
         return float(self.values[PERCENTAGE])
+
+    @cached_property
+    def threshold(self) -> int:
+        """The percentage as a fine-bucket threshold: worked out once per snapshot, read by every call."""
+        return fine_threshold(self.percentage)
 
     @property
     def shadow(self) -> bool:

@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanContext
 from werkzeug.local import LocalProxy
 
 from . import signals
-from .bucketing import fine_bucket, version_at
+from .bucketing import fine_bucket
 from .compare import FALLBACK, V2_ERROR, Comparison, number_of
 from .dispatch import Deadline, Outcome, matches, qualified_name, run
 from .flags import FlagSnapshot, FlagStore
@@ -200,13 +200,13 @@ class Pipeline:
         elif user_id is None:
             version = "v1"
         elif state is None:
-            version = version_at(fine_bucket(user_id, rollout.salt), snap.percentage)
+            version = "v2" if fine_bucket(user_id, rollout.salt) < snap.threshold else "v1"
         else:
             key = (rollout.salt, user_id)
             fine = state.buckets.get(key)
             if fine is None:
                 fine = state.buckets[key] = fine_bucket(user_id, rollout.salt)
-            version = version_at(fine, snap.percentage)
+            version = "v2" if fine < snap.threshold else "v1"  # bucketing.version_at, the threshold kept
         if signals.version_assigned.receivers:
             self._guarded(rollout, version, "signals", lambda: signals.version_assigned.send(
                 self.app, rollout=rollout.name, user_id=user_id, version=version, percentage=snap.percentage))
