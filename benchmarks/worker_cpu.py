@@ -176,8 +176,9 @@ def main() -> None:
         print(f"  ratio baseline / plain: {baseline:.3f}")
     # a flush every 5 s lands in some rounds only, so the medians leave most of it out: all rounds together
     whole = {mode: sum(values) / len(values) for mode, values in cpu.items()}
-    print("  all rounds together (mean CPU µs/request, every flush included): " + ", ".join(
-        f"{mode} {value:.1f}" for mode, value in whole.items()) + "; extension / plain "
+    background = {mode: whole[mode] - sum(main[mode]) / len(main[mode]) for mode in cpu}
+    print("  all rounds together (mean CPU µs/request, every flush included; of it other threads): " + ", ".join(
+        f"{mode} {value:.1f} ({background[mode]:.1f})" for mode, value in whole.items()) + "; extension / plain "
         f"{whole['extension'] / whole['plain']:.3f}" + (
             f", baseline / plain {whole['extension-baseline'] / whole['plain']:.3f}"
             if "extension-baseline" in whole else ""))
