@@ -247,8 +247,12 @@ class V2Rollout:
         A v2 failure serves v1 (fallback on); an exception of v1 (or of v2 with
         fallback off) is counted, then raised unchanged.
         """
-        rollout = self.registry.get(name)
-        return self._runtime().pipeline.calculate(rollout, args, kwargs, user_id)
+        rollout = self.registry.rollouts.get(name) or self.registry.get(name)  # get: UnknownRollout, named
+        try:  # _runtime(), inline: this runs on every call
+            runtime: Runtime = _CURRENT_APP._get_current_object().extensions["v2rollout"]
+        except (RuntimeError, KeyError):
+            runtime = self._runtime()  # raises the clear RuntimeError
+        return runtime.pipeline.calculate(rollout, args, kwargs, user_id)
 
     def track_conversion(self, name: str) -> None:
         """Record a business conversion for the current request's user."""

@@ -25,7 +25,6 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Engine, func, insert, inspect, select, update
@@ -148,36 +147,29 @@ def validate_flags(changes: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class FlagSnapshot:
-    """Flags of one rollout as read at one moment, with their row version."""
+    """Flags of one rollout as read at one moment, with their row version.
+
+    The typed values are worked out once per snapshot: every ``calculate()`` reads them.
+    """
 
     values: Mapping[str, Any]
     version: int | None
     stale: bool = False
+    percentage: float = field(init=False, repr=False, compare=False)
+    #: the percentage as a fine-bucket threshold (``bucketing.threshold``)
+    threshold: int = field(init=False, repr=False, compare=False)
+    shadow: bool = field(init=False, repr=False, compare=False)
+    monitoring: bool = field(init=False, repr=False, compare=False)
+    fallback: bool = field(init=False, repr=False, compare=False)
+    autopilot: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def percentage(self) -> float:
-        return float(self.values[PERCENTAGE])
-
-    @cached_property
-    def threshold(self) -> int:
-        """The percentage as a fine-bucket threshold: worked out once per snapshot, read by every call."""
-        return fine_threshold(self.percentage)
-
-    @property
-    def shadow(self) -> bool:
-        return bool(self.values[SHADOW])
-
-    @property
-    def monitoring(self) -> bool:
-        return bool(self.values[MONITORING])
-
-    @property
-    def fallback(self) -> bool:
-        return bool(self.values[FALLBACK])
-
-    @property
-    def autopilot(self) -> bool:
-        return bool(self.values[AUTOPILOT])
+    def __post_init__(self) -> None:
+        values, put = self.values, object.__setattr__
+        put(self, "percentage", float(values[PERCENTAGE]))
+        put(self, "threshold", fine_threshold(self.percentage))
+        for name, key in (("shadow", SHADOW), ("monitoring", MONITORING), ("fallback", FALLBACK),
+                          ("autopilot", AUTOPILOT)):
+            put(self, name, bool(values[key]))
 
 
 @dataclass(frozen=True)

@@ -192,7 +192,7 @@ class Pipeline:
         the flags, and the allow/deny-list arm the user is counted in ("" for a bucketed user)."""
         snap = self.store.get(rollout.name)
         forced = self.forced.get(rollout.name) if self.forced else None
-        listed = self._listed(rollout, user_id) if forced is None and rollout.targeting else None
+        listed = self._listed(rollout, user_id) if forced is None and rollout.targeting.active else None
         if forced is not None:
             version = forced
         elif listed is not None:
@@ -228,7 +228,14 @@ class Pipeline:
 
         The request's state is looked up once; the sinks are called in a plain loop (no closure per sink).
         """
-        state = self._request_state() if has_request_context() else None
+        try:  # one context lookup for "in a request?" and its state
+            environ = _REQUEST._get_current_object().environ
+        except RuntimeError:  # outside a request
+            state = None
+        else:
+            state = environ.get(_ENVIRON_KEY)
+            if state is None:
+                state = environ[_ENVIRON_KEY] = _RequestAssignments()
         if user_id is not None:
             uid: str | None = str(user_id)
             version, flags, listed_arm = self._decide(rollout, uid, state)

@@ -14,7 +14,7 @@ bias them. Listed users are not shadowed either.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Predicate = Callable[[str], object]
 
@@ -31,8 +31,14 @@ class Targeting:
     allow_if: Predicate | None = None
     deny_if: Predicate | None = None
 
+    #: anyone pinned at all (worked out once: the request path asks on every call)
+    active: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "active", bool(self.allow or self.deny or self.allow_if or self.deny_if))
+
     def __bool__(self) -> bool:
-        return bool(self.allow or self.deny or self.allow_if or self.deny_if)
+        return self.active
 
     def version_for(self, user_id: str | None) -> str | None:
         """``"v1"`` (denied), ``"v2"`` (allowed) or None (the bucket decides)."""

@@ -306,7 +306,11 @@ class Telemetry:
 
     def quiet(self) -> bool:
         """True when :meth:`calculate` would only run the call (telemetry off, or no SDK behind the globals)."""
-        return self._instruments is None or (self._follows_globals and self._globals_noop())
+        if self._instruments is None:
+            return True
+        if not self._follows_globals:
+            return False
+        return time.monotonic() < self._noop_until or self._globals_noop()  # the cached answer, inline
 
     def _expected(
         self, rollout: str, key_attrs: dict[str, str], flags: FlagSnapshot, assigned: str, user_id: str | None,
