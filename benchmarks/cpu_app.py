@@ -1,7 +1,8 @@
 """The app benchmarks/worker_cpu.py serves: a plain view calling v1, or the same view through the extension.
 
-``$MODE`` is ``plain`` (no extension at all), ``extension`` (``calculate()`` at a 50 % rollout) or
-``installed`` (the extension initialised, the view calling v1 directly: the cost of its hooks alone). Both read
+``$MODE`` is ``plain`` (no extension at all), ``extension`` (``calculate()`` at a 50 % rollout),
+``installed`` (the extension initialised, the view calling v1 directly: the cost of its hooks alone) or
+``assign`` (the view asks for the request's assignment, then calls v1 directly: hooks and assignment). Both read
 the user from the ``user`` query argument (the extension through its user loader), as a host identifies its
 user whether or not it rolls anything out; ``$BENCH_INSTANCE`` is the instance folder.
 """
@@ -46,6 +47,14 @@ def create_app(mode: str) -> Flask:
         @app.get("/calc/<int:x>")
         def plain(x: int) -> ResponseReturnValue:
             current_user()  # the host knows its user either way (Flask-Login loads it on every request)
+            return jsonify(value=v1(x))
+
+        return app
+
+    if mode == "assign":
+        @app.get("/calc/<int:x>")
+        def assigned_only(x: int) -> ResponseReturnValue:
+            ext.assignment("bench")
             return jsonify(value=v1(x))
 
         return app

@@ -2,9 +2,9 @@
 
 Run: .venv/bin/python benchmarks/request_cpu.py [--requests N] [--rounds R]
 
-``plain``, ``extension`` and ``installed`` (see cpu_app.py) in one process, users drawn at random from 10 000,
-rounds interleaved; per request: CPU of the process (every thread) and of this thread alone, and the time the
-garbage collector took (``gc.callbacks``); medians. Beside benchmarks/worker_cpu.py it tells the request path's
+``plain``, ``installed``, ``assign`` and ``extension`` (see cpu_app.py) in one process, users drawn at random
+from 10 000, a fresh environ per request, rounds interleaved; per request: CPU of the process (every thread)
+and of this thread alone, and the time the garbage collector took (``gc.callbacks``); medians. Beside benchmarks/worker_cpu.py it tells the request path's
 own cost from what gunicorn's socket work around it adds.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from werkzeug.test import EnvironBuilder
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cpu_app  # noqa: E402  (the benchmark's app, beside this script)
 
-MODES = ("plain", "extension", "installed")
+MODES = ("plain", "installed", "assign", "extension")
 
 
 def main() -> None:
@@ -51,7 +51,8 @@ def main() -> None:
     def drive(mode: str, batch: list[dict[str, Any]]) -> tuple[float, float, float]:
         app, gc_before = apps[mode], gc_s[0]
         process, thread = time.process_time(), time.thread_time()
-        for environ in batch:
+        for template in batch:
+            environ = dict(template)  # a fresh environ per request: what a request keeps in it dies with it
             body = app(environ, lambda *_: None)
             b"".join(body)
             body.close()  # type: ignore[attr-defined]
