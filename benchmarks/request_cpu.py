@@ -4,8 +4,8 @@ Run: .venv/bin/python benchmarks/request_cpu.py [--requests N] [--rounds R]
 
 ``plain``, ``installed``, ``assign`` and ``extension`` (see cpu_app.py) in one process, users drawn at random
 from 10 000, a fresh environ per request, rounds interleaved; per request: CPU of the process (every thread)
-and of this thread alone, and the time the garbage collector took (``gc.callbacks``); medians. Beside benchmarks/worker_cpu.py it tells the request path's
-own cost from what gunicorn's socket work around it adds.
+and of this thread alone, and the time the garbage collector took (``gc.callbacks``); medians. Beside
+benchmarks/worker_cpu.py it tells the request path's own cost from what gunicorn's socket work around it adds.
 """
 from __future__ import annotations
 
