@@ -229,12 +229,16 @@ def test_series_gives_one_point_per_minute(make_app) -> None:
     assert all(p["minute"] % 60 == 0 for p in points)
 
 
-def test_a_returning_user_counts_once_at_their_first_exposure(make_app) -> None:
-    from flask_v2rollout.testing import Clock, use_clock
-
+def conversion_app(make_app):
+    """An app whose ``/visit`` calculates and whose ``/convert`` calculates and converts (a sticky anonymous user)."""
     ext = V2Rollout()
     ext.register("calc", v1=lambda x: x, v2=lambda x: x)
     app, _ = make_app(ext)
+
+    @app.post("/visit")
+    def visit():
+        ext.calculate("calc", 1)
+        return "", 204
 
     @app.post("/convert")
     def convert():
@@ -242,6 +246,13 @@ def test_a_returning_user_counts_once_at_their_first_exposure(make_app) -> None:
         ext.track_conversion("calc")
         return "", 204
 
+    return app, ext
+
+
+def test_a_returning_user_counts_once_at_their_first_exposure(make_app) -> None:
+    from flask_v2rollout.testing import Clock, use_clock
+
+    app, ext = conversion_app(make_app)
     clock = Clock(start=1_900_000_020)
     with use_clock(app, clock):
         client = app.test_client()
@@ -431,21 +442,7 @@ def test_a_flush_sends_only_users_not_written_before_and_a_change_elsewhere_coun
 def test_a_remembered_user_who_converts_is_counted_as_converted(make_app) -> None:
     from flask_v2rollout.testing import Clock, use_clock
 
-    ext = V2Rollout()
-    ext.register("calc", v1=lambda x: x, v2=lambda x: x)
-    app, _ = make_app(ext)
-
-    @app.post("/visit")
-    def visit():
-        ext.calculate("calc", 1)
-        return "", 204
-
-    @app.post("/convert")
-    def convert():
-        ext.calculate("calc", 1)
-        ext.track_conversion("calc")
-        return "", 204
-
+    app, ext = conversion_app(make_app)
     clock = Clock(start=1_900_000_020)
     with use_clock(app, clock):
         client = app.test_client()
