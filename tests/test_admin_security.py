@@ -10,12 +10,12 @@ import math
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 from flask import Flask, request
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flask_v2rollout import FLAG_NAMES, V2Rollout
@@ -310,12 +310,16 @@ def test_fuzzed_rollback_and_checks(admin: tuple[Flask, V2Rollout], client: Flas
 @FUZZ
 @given(name=names, window=st.text(max_size=12), page=st.text(max_size=12), per_page=st.text(max_size=12),
        rollout=st.text(max_size=12))
+@example(name="/\n", window="", page="", per_page="", rollout="")  # found by the fuzzer: "//" in the path
 def test_fuzzed_reads(client: FlaskClient, name: str, window: str, page: str, per_page: str, rollout: str) -> None:
     quoted = quote(name, safe="")
     for url, query in ((f"/rollouts/{quoted}/metrics", {"window": window}),
                        ("/audit", {"page": page, "per_page": per_page, "rollout": rollout}),
                        (f"/rollouts/{quoted}/gate", {}), ("/alerts", {"rollout": rollout})):
         response = client.get(API + url, query_string=query, headers=AUTH)
+        if response.status_code == 308:  # an encoded "/" made "//": Werkzeug's canonical-URL redirect, in the API
+            assert urlsplit(response.location).path.startswith(API + "/"), (url, response.location)
+            continue
         assert response.status_code in (200, 400, 404), (url, query)
 
 

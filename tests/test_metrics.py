@@ -473,7 +473,7 @@ def test_the_daily_prune_of_exposure_rows_makes_every_process_send_its_users_aga
             assert ext.flush()
             clock.advance(days=1)
         assert sent == [10]  # the second flush sent nobody: all ten were remembered
-        store.prune(retention_days=3, now=clock() + 86400)  # the rows' day is not past the retention yet
+        store.prune(retention_days=3, now=clock() + 86400 + 3600)  # an hour past the rows, but not their day
         for i in range(10):
             ext.calculate("calc", {"i": 2, "player": "A"}, user_id=f"u{i}")
         assert ext.flush() and sent == [10]

@@ -25,10 +25,12 @@ window's users are the users first seen in it since the last change.
 
 A process remembers the exposure rows it wrote (at most :data:`KNOWN_USERS_MAX`) and
 sends a remembered user again only with a conversion, so a flush costs what is new,
-not every active user. Every deletion of exposure rows first bumps a count in
-``v2rollout_exposure_resets`` in its own transaction; a flush reads the counts of its
-rollouts under a share lock and trusts its memory only while they hold, so a
-deletion either waits for the flush or is seen by it.
+not every active user. Every deletion of exposure rows bumps a count in
+``v2rollout_exposure_resets`` in the deleting transaction, holding an exclusive lock
+of that count (PostgreSQL: a transaction advisory lock, whose queue is fair); a flush
+reads the counts of its rollouts holding their shared locks and trusts its memory
+only while the counts hold, so a deletion either waits for the flush or is seen by
+it. On SQLite the flush's first statement takes the database's write lock.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
-from sqlalchemy import Engine, and_, delete, func, insert, select, text, union_all, update
+from sqlalchemy import Engine, and_, delete, func, insert, select, text, tuple_, union_all, update
 from sqlalchemy.exc import (
     DBAPIError,
     DisconnectionError,
@@ -87,7 +89,7 @@ FLUSH_IDS_KEPT_S = 6 * 3600
 #: shards of the minute rows writers spread over (PostgreSQL; SQLite has one writer at a time)
 SHARDS = 32
 #: advisory lock namespaces (PostgreSQL): a writer's shard, and the one compaction at a time
-_SHARD_LOCKS, _COMPACTION_LOCK = 0x7632_0001, 0x7632_0002
+_SHARD_LOCKS, _COMPACTION_LOCK, _RESETS_LOCKS = 0x7632_0001, 0x7632_0002, 0x7632_0003
 HOUR = 3600
 #: how often a process tries to compact (one at a time does, on PostgreSQL)
 COMPACT_EVERY_S = 30.0
@@ -96,6 +98,8 @@ KNOWN_USERS_MAX = 50_000
 #: the ``v2rollout_exposure_resets`` row the retention prune bumps (a rollout's own row: its restarts)
 _PRUNED = ""
 DAY = 86400
+#: exposure rows the prune deletes per transaction (each its own short lock of the prune's count)
+PRUNE_CHUNK = 5000
 
 User = tuple[str, str, str]  # (rollout, arm, user key)
 Resets = tuple[int, int]  # (the rollout's restarts, the prunes) read in a flush
@@ -268,7 +272,7 @@ class MetricStore:
                 counters = defaultdict(float, batch.counters)
                 written: list[User] = []
                 if batch.exposures:
-                    resets = self._resets(conn, upsert, {r for r, _a, _u in batch.exposures})
+                    resets = self._resets(conn, {r for r, _a, _u in batch.exposures})
                     written = self._count_users(conn, upsert, batch, counters, claim, self._written.known(resets))
                     claim = None
                 if counters or claim is not None:
@@ -281,23 +285,25 @@ class MetricStore:
         if written:
             self._written.remember(resets, written)
 
-    def _resets(self, conn: Any, upsert: Callable[..., Any], rollouts: set[str]) -> dict[str, Resets]:
-        """The reset counts of ``rollouts`` (and of the prune), share-locked until this flush commits: a
-        deletion of exposure rows bumps its count first, so it waits for this flush or this flush sees it."""
+    def _resets(self, conn: Any, rollouts: set[str]) -> dict[str, Resets]:
+        """The reset counts of ``rollouts`` (and of the prune), their shared locks held until this flush commits:
+        a deletion of exposure rows takes the exclusive lock before it bumps, so it waits for this flush or this
+        flush sees its count. A count never bumped is 0."""
         t = exposure_resets_table.c
         names = sorted(rollouts | {_PRUNED})
-        read = select(t.rollout, t.resets).where(t.rollout.in_(names)).with_for_update(read=True)
-        counts = dict(conn.execute(read).all())
-        if len(counts) < len(names):  # rows come into being here, so that there is a row to lock
-            conn.execute(upsert(exposure_resets_table).on_conflict_do_nothing(index_elements=["rollout"]),
-                         [{"rollout": name, "resets": 0} for name in names if name not in counts])
-            counts = dict(conn.execute(read).all())
-        return {r: (int(counts[r]), int(counts[_PRUNED])) for r in rollouts}
+        if conn.dialect.name == "postgresql":
+            conn.execute(_PG_SHARE_RESETS, {"space": _RESETS_LOCKS, "names": names})
+        counts = dict(conn.execute(select(t.rollout, t.resets).where(t.rollout.in_(names))).all())
+        pruned = int(counts.get(_PRUNED, 0))
+        return {r: (int(counts.get(r, 0)), pruned) for r in rollouts}
 
     @staticmethod
-    def _bump_resets(conn: Any, upsert: Callable[..., Any], name: str) -> None:
+    def _bump_resets(conn: Any, name: str) -> None:
         """Before deleting exposure rows: every process's memory of them under the old count is void."""
-        stmt = upsert(exposure_resets_table).values(rollout=name, resets=1)
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"),
+                         {"space": _RESETS_LOCKS, "name": name})
+        stmt = _dialect_insert(conn.dialect.name)(exposure_resets_table).values(rollout=name, resets=1)
         conn.execute(stmt.on_conflict_do_update(
             index_elements=["rollout"], set_={"resets": exposure_resets_table.c.resets + 1}))
 
@@ -394,9 +400,8 @@ class MetricStore:
         """The percentage changed: forget who was seen before, so users count anew from ``changed_at``."""
         self._ensure_tables()
         e = exposures_table.c
-        engine = self._engine()
-        with engine.begin() as conn:
-            self._bump_resets(conn, _dialect_insert(engine.dialect.name), rollout)
+        with self._engine().begin() as conn:
+            self._bump_resets(conn, rollout)
             deleted = conn.execute(
                 delete(exposures_table).where(e.rollout == rollout, e.first_seen < int(changed_at))
             ).rowcount
@@ -482,15 +487,26 @@ class MetricStore:
                 delete(probes_table).where(probes_table.c.minute < cutoff),
             ):
                 deleted += conn.execute(stmt).rowcount or 0
-        day = cutoff - cutoff % DAY
-        with engine.connect() as conn:
-            if conn.execute(select(exposures_table.c.last_seen).where(exposures_table.c.last_seen < day).limit(1)
-                            ).first() is None:
+        return deleted + self._prune_exposures(engine, cutoff - cutoff % DAY)
+
+    def _prune_exposures(self, engine: Engine, day: int) -> int:
+        """Delete exposure rows last seen before ``day``, :data:`PRUNE_CHUNK` a transaction, each bumping the
+        prune's count (nothing is bumped when no row is that old)."""
+        e = exposures_table.c
+        oldest = (select(e.rollout, e.arm, e.user_key).where(e.last_seen < day)
+                  .order_by(e.last_seen).limit(PRUNE_CHUNK))
+        deleted = 0
+        while True:
+            with engine.connect() as conn:
+                if conn.execute(select(e.last_seen).where(e.last_seen < day).limit(1)).first() is None:
+                    return deleted
+            with engine.begin() as conn:
+                self._bump_resets(conn, _PRUNED)
+                chunk = conn.execute(delete(exposures_table).where(
+                    tuple_(e.rollout, e.arm, e.user_key).in_(oldest))).rowcount or 0
+            deleted += chunk
+            if chunk < PRUNE_CHUNK:
                 return deleted
-        with engine.begin() as conn:
-            self._bump_resets(conn, _dialect_insert(engine.dialect.name), _PRUNED)
-            deleted += conn.execute(delete(exposures_table).where(exposures_table.c.last_seen < day)).rowcount or 0
-        return deleted
 
     # -- reading -------------------------------------------------------------------------
     def window(self, rollout: str, window_s: int, now: float | None = None, *,
@@ -684,6 +700,11 @@ _INSERT_USERS = (
 #: PostgreSQL statements over arrays, [without, with] the batch id claimed in them
 _PG_ADD_COUNTERS = (text(f"WITH {_FREE} {_ADD_COUNTERS}"), text(f"WITH {_CLAIM}, {_FREE} {_ADD_COUNTERS}"))
 _PG_INSERT_USERS = (text(_INSERT_USERS), text(f"WITH {_CLAIM} {_INSERT_USERS}"))
+#: a flush's shared locks of the reset counts of its rollouts (sorted), held until it commits
+_PG_SHARE_RESETS = text(
+    "SELECT count(pg_advisory_xact_lock_shared(:space, hashtext(name))) "
+    "FROM unnest(CAST(:names AS text[])) AS n(name)"
+)
 
 
 def _is_duplicate_batch(exc: IntegrityError) -> bool:
