@@ -412,7 +412,9 @@ class MetricStore:
 
         One transaction: the shard rows are deleted and returned, then added to their
         targets, so a row is folded exactly once even if two processes compact at once
-        (on PostgreSQL only one does; the other skips).
+        (on PostgreSQL only one does; the other skips). On PostgreSQL rows a concurrent
+        flush has locked are left for the next compaction, so the two never wait on
+        each other in a cycle.
         """
         self._ensure_tables()
         engine = self._engine()
@@ -424,8 +426,12 @@ class MetricStore:
                 select(func.pg_try_advisory_xact_lock(_COMPACTION_LOCK))
             ).scalar():
                 return 0
+            closed = and_(c.shard > 0, c.minute < cut)
+            if engine.dialect.name == "postgresql":  # rows a flush holds are folded next time: never wait on one
+                key = (c.rollout, c.minute, c.arm, c.metric, c.key, c.shard)
+                closed = tuple_(*key).in_(select(*key).where(closed).with_for_update(skip_locked=True))
             moved = conn.execute(
-                delete(counters_table).where(c.shard > 0, c.minute < cut)
+                delete(counters_table).where(closed)
                 .returning(c.rollout, c.minute, c.arm, c.metric, c.key, c.value)
             ).all()
             if not moved:

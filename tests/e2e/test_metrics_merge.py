@@ -94,6 +94,7 @@ def test_concurrent_flushes_and_compactions_count_exactly(database_uri: str) -> 
     import threading
 
     from sqlalchemy import create_engine, func, select
+    from sqlalchemy.exc import OperationalError
 
     from flask_v2rollout.dispatch import Outcome
     from flask_v2rollout.metrics.recorder import Recorder, minute_of
@@ -118,7 +119,9 @@ def test_concurrent_flushes_and_compactions_count_exactly(database_uri: str) -> 
                 store.recorder.calculation(Outcome(rollout="calc", value=1, version="v1", assigned="v1",
                                                    fallback_reason=None, duration_ms=1.0,
                                                    user_id=f"user-{(w + i) % 40}"))
-                assert store.flush()
+                # a flush PostgreSQL aborts (a deadlock with a compaction folding the same closed minute) keeps
+                # its batch and is retried, as the flusher does at its next interval
+                assert any(store.flush() for _ in range(5)), store.last_error
         except BaseException as exc:  # the main thread reports it
             failures.append(exc)
 
@@ -126,7 +129,10 @@ def test_concurrent_flushes_and_compactions_count_exactly(database_uri: str) -> 
         try:
             go.wait()
             for _ in range(25):
-                store.compact(now=now)
+                try:
+                    store.compact(now=now)
+                except OperationalError:  # aborted (deadlock): the transaction folded nothing; the next one will
+                    continue
         except BaseException as exc:
             failures.append(exc)
 
