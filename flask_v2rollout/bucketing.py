@@ -49,11 +49,6 @@ def in_rollout(user_id: str, percentage: float, salt: str = "") -> bool:
     return fine_bucket(user_id, salt) < limit
 
 
-def version_at(fine: int, percentage: float) -> str:
-    """``"v2"`` or ``"v1"`` for a user whose :func:`fine_bucket` is ``fine`` (a caller that kept it skips the md5)."""
-    return "v2" if fine < threshold(percentage) else "v1"
-
-
 def assign(user_id: str, percentage: float, salt: str = "") -> str:
     """``"v2"`` or ``"v1"`` for ``user_id`` at ``percentage``."""
     return "v2" if in_rollout(user_id, percentage, salt) else "v1"

@@ -88,6 +88,14 @@ class _RequestAssignments:
         self.request_id: str | None = None
 
 
+def _state_in(environ: dict[str, Any]) -> _RequestAssignments:
+    """The request's assignments, kept in its WSGI environ (made on first use)."""
+    state: _RequestAssignments | None = environ.get(_ENVIRON_KEY)
+    if state is None:
+        state = environ[_ENVIRON_KEY] = _RequestAssignments()
+    return state
+
+
 @dataclass(slots=True)
 class Call:
     """One finished ``calculate()``: what the sinks receive."""
@@ -164,11 +172,7 @@ class Pipeline:
 
     @staticmethod
     def _request_state() -> _RequestAssignments:
-        environ = _REQUEST._get_current_object().environ  # one context lookup, not one per attribute
-        state: _RequestAssignments | None = environ.get(_ENVIRON_KEY)
-        if state is None:
-            state = environ[_ENVIRON_KEY] = _RequestAssignments()
-        return state
+        return _state_in(_REQUEST._get_current_object().environ)  # one context lookup, not one per attribute
 
     def _request_user_id(self) -> str | None:
         try:
@@ -206,7 +210,7 @@ class Pipeline:
             fine = state.buckets.get(key)
             if fine is None:
                 fine = state.buckets[key] = fine_bucket(user_id, rollout.salt)
-            version = "v2" if fine < snap.threshold else "v1"  # bucketing.version_at, the threshold kept
+            version = "v2" if fine < snap.threshold else "v1"  # the rule of bucketing.in_rollout
         if signals.version_assigned.receivers:
             self._guarded(rollout, version, "signals", lambda: signals.version_assigned.send(
                 self.app, rollout=rollout.name, user_id=user_id, version=version, percentage=snap.percentage))
@@ -233,9 +237,7 @@ class Pipeline:
         except RuntimeError:  # outside a request
             state = None
         else:
-            state = environ.get(_ENVIRON_KEY)
-            if state is None:
-                state = environ[_ENVIRON_KEY] = _RequestAssignments()
+            state = _state_in(environ)
         if user_id is not None:
             uid: str | None = str(user_id)
             version, flags, listed_arm = self._decide(rollout, uid, state)

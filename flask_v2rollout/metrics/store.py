@@ -324,12 +324,7 @@ class MetricStore:
                 "fallback": 1 + os.getpid() % SHARDS, **(claim or {}),
             })
             return
-        stmt = upsert(counters_table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["rollout", "minute", "arm", "metric", "key", "shard"],
-            set_={"value": counters_table.c.value + stmt.excluded.value},
-        )
-        conn.execute(stmt, [
+        conn.execute(_adding_to_counters(upsert), [
             {"rollout": r, "arm": a, "minute": m, "metric": metric, "key": k, "shard": 1, "value": v}
             for (r, a, m, metric, k), v in ordered
         ])
@@ -441,12 +436,7 @@ class MetricStore:
             for r, m, a, metric, k, v in moved:
                 minutes[(r, m, a, metric, k)] += v
                 hours[(r, m - m % HOUR, a, metric, k)] += v
-            stmt = upsert(counters_table)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["rollout", "minute", "arm", "metric", "key", "shard"],
-                set_={"value": counters_table.c.value + stmt.excluded.value},
-            )
-            conn.execute(stmt, [
+            conn.execute(_adding_to_counters(upsert), [
                 {"rollout": r, "minute": m, "arm": a, "metric": metric, "key": k, "shard": 0, "value": v}
                 for (r, m, a, metric, k), v in sorted(minutes.items())
             ])
@@ -711,6 +701,15 @@ _PG_SHARE_RESETS = text(
     "SELECT count(pg_advisory_xact_lock_shared(:space, hashtext(name))) "
     "FROM unnest(CAST(:names AS text[])) AS n(name)"
 )
+
+
+def _adding_to_counters(upsert: Callable[..., Any]) -> Any:
+    """``INSERT … ON CONFLICT DO UPDATE SET value = value + excluded.value`` into the minute rows."""
+    stmt = upsert(counters_table)
+    return stmt.on_conflict_do_update(
+        index_elements=["rollout", "minute", "arm", "metric", "key", "shard"],
+        set_={"value": counters_table.c.value + stmt.excluded.value},
+    )
 
 
 def _is_duplicate_batch(exc: IntegrityError) -> bool:
